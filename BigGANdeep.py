@@ -1,0 +1,242 @@
+"""BigGAN-deep: bottleneck G and D blocks, their arch tables, Generator and Discriminator.
+
+Shared with BigGAN (imported, not copied): the G arch table, attention parsing, init, the layers
+and the fused `G_D`. BigGAN-deep conditions every block on `cat([shared(y), z])` (`hier` and
+`G_shared` are required) and has `G_depth`/`D_depth` blocks per stage.
+"""
+import functools
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import layers
+from BigGAN import G_D, DiscriminatorBase, GeneratorBase, _attention_flags, upsample_nearest
+from BigGAN import G_arch as _biggan_G_arch
+
+__all__ = ['GBlock', 'DBlock', 'G_arch', 'D_arch', 'Generator', 'Discriminator', 'G_D']
+
+
+# ------------------------------------------------------------------------------------------------
+# Blocks
+# ------------------------------------------------------------------------------------------------
+
+class GBlock(nn.Module):
+    """Bottleneck G block: 1x1 down to in/4, two 3x3, 1x1 up, each after a ccbn and activation.
+    The skip drops channels when the width shrinks and never has a conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, which_conv: Callable = nn.Conv2d,
+                 which_bn: Callable = layers.bn, activation: Optional[nn.Module] = None,
+                 upsample: Optional[Callable] = None, channel_ratio: int = 4):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.hidden_channels = in_channels // channel_ratio
+        self.activation = activation
+        self.upsample = upsample
+        hidden = self.hidden_channels
+        self.conv1 = which_conv(in_channels, hidden, kernel_size=1, padding=0)
+        self.conv2 = which_conv(hidden, hidden)
+        self.conv3 = which_conv(hidden, hidden)
+        self.conv4 = which_conv(hidden, out_channels, kernel_size=1, padding=0)
+        self.bn1 = which_bn(in_channels)
+        self.bn2 = which_bn(hidden)
+        self.bn3 = which_bn(hidden)
+        self.bn4 = which_bn(hidden)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.activation(self.bn1(x, y)))
+        h = self.activation(self.bn2(h, y))
+        if self.in_channels != self.out_channels:
+            x = x[:, :self.out_channels]
+        if self.upsample is not None:
+            h = self.upsample(h)
+            x = self.upsample(x)
+        h = self.conv2(h)
+        h = self.conv3(self.activation(self.bn3(h, y)))
+        h = self.conv4(self.activation(self.bn4(h, y)))
+        return h + x
+
+
+class DBlock(nn.Module):
+    """Bottleneck D block, always pre-activated; the skip pools and, when the width grows,
+    concatenates a learned 1x1 projection to the input channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, which_conv: Callable = layers.SNConv2d,
+                 wide: bool = True, preactivation: bool = True,
+                 activation: Optional[nn.Module] = None, downsample: Optional[nn.Module] = None,
+                 channel_ratio: int = 4):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.hidden_channels = out_channels // channel_ratio
+        self.activation = activation
+        self.downsample = downsample
+        hidden = self.hidden_channels
+        self.conv1 = which_conv(in_channels, hidden, kernel_size=1, padding=0)
+        self.conv2 = which_conv(hidden, hidden)
+        self.conv3 = which_conv(hidden, hidden)
+        self.conv4 = which_conv(hidden, out_channels, kernel_size=1, padding=0)
+        self.learnable_sc = in_channels != out_channels
+        if self.learnable_sc:
+            self.conv_sc = which_conv(in_channels, out_channels - in_channels,
+                                      kernel_size=1, padding=0)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        if self.learnable_sc:
+            x = torch.cat([x, self.conv_sc(x)], 1)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Out-of-place ReLU: x is still needed by the shortcut.
+        h = self.conv1(F.relu(x))
+        h = self.conv2(self.activation(h))
+        h = self.conv3(self.activation(h))
+        h = self.activation(h)
+        if self.downsample is not None:
+            h = self.downsample(h)
+        h = self.conv4(h)
+        return h + self.shortcut(x)
+
+
+# ------------------------------------------------------------------------------------------------
+# Arch tables (spec 3.2)
+# ------------------------------------------------------------------------------------------------
+
+def G_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'G_attn') -> dict:
+    """BigGAN's G table without 512 (the original has no deep 512 model)."""
+    arch = _biggan_G_arch(ch, attention, arg)
+    del arch[512]
+    return arch
+
+
+_D_TABLE = {  # resolution: (in multipliers, out multipliers, downsample, resolution, attn range)
+    32: ([4, 4, 4], [4, 4, 4], [True, True, False, False], [16, 16, 16, 16], (2, 5)),
+    64: ([1, 2, 4, 8], [2, 4, 8, 16], [True] * 4 + [False], [32, 16, 8, 4, 4], (2, 6)),
+    128: ([1, 2, 4, 8, 16], [2, 4, 8, 16, 16], [True] * 5 + [False],
+          [64, 32, 16, 8, 4, 4], (2, 7)),
+    256: ([1, 2, 4, 8, 8, 16], [2, 4, 8, 8, 16, 16], [True] * 6 + [False],
+          [128, 64, 32, 16, 8, 4, 4], (2, 7)),
+}
+
+
+def D_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'D_attn') -> dict:
+    """The BigGAN-deep D table; only the first len(out_channels) downsample/resolution entries
+    are used, as in the original."""
+    arch = {}
+    for res, (ins, outs, down, resolutions, (lo, hi)) in _D_TABLE.items():
+        keys = [2 ** i for i in range(lo, hi + 1)]
+        arch[res] = {'in_channels': [ch * m for m in ins],
+                     'out_channels': [ch * m for m in outs],
+                     'downsample': down,
+                     'resolution': resolutions,
+                     'attention': functools.partial(_attention_flags, attention, keys, arg)}
+    return arch
+
+
+# ------------------------------------------------------------------------------------------------
+# Generator
+# ------------------------------------------------------------------------------------------------
+
+class Generator(GeneratorBase):
+    """BigGAN-deep generator. Call as `G(z, G.shared(y))`; needs `hier` and `G_shared`.
+
+    Stage i has `G_depth` blocks: all but the last keep in_i channels, the last maps to out_i and
+    upsamples (for G_depth <= 2 exactly the original; deeper stages work here, the original's
+    crashed). Each block is its own entry of `blocks`; attention joins the last block of a stage.
+    """
+
+    def __init__(self, *, G_ch: int = 64, G_depth: int = 2, dim_z: int = 128,
+                 bottom_width: int = 4, resolution: int = 128, G_kernel_size: int = 3,
+                 G_attn: str = '64', n_classes: int = 1000, num_G_SVs: int = 1,
+                 num_G_SV_itrs: int = 1, G_shared: bool = True, shared_dim: int = 0,
+                 hier: bool = False, cross_replica: bool = False, mybn: bool = False,
+                 G_activation: Union[str, nn.Module] = 'relu', BN_eps: float = 1e-5,
+                 SN_eps: float = 1e-12, G_init: str = 'ortho', skip_init: bool = False,
+                 G_param: str = 'SN', norm_style: str = 'bn'):
+        super().__init__()
+        if not (hier and G_shared):
+            raise ValueError('BigGAN-deep needs hier=True and G_shared=True (flags --hier '
+                             '--G_shared): every block is conditioned on cat([shared(y), z])')
+        if G_depth < 1:
+            raise ValueError(f'G_depth must be >= 1, got {G_depth}')
+        which_conv, which_linear = self._setup(
+            G_arch(G_ch, G_attn), 'BigGAN-deep G', G_ch, dim_z, bottom_width, resolution,
+            n_classes, G_shared, shared_dim, hier, G_activation, G_init, norm_style, G_param,
+            num_G_SVs, num_G_SV_itrs, SN_eps, G_kernel_size)
+        self.G_depth = G_depth
+        which_bn = functools.partial(layers.ccbn,
+                                     which_linear=functools.partial(which_linear, bias=False),
+                                     input_size=self.shared_dim + dim_z,
+                                     cross_replica=cross_replica, mybn=mybn,
+                                     norm_style=norm_style, eps=BN_eps)
+
+        self.shared = nn.Embedding(n_classes, self.shared_dim)
+        self.linear = which_linear(dim_z + self.shared_dim,
+                                   self.arch['in_channels'][0] * bottom_width ** 2)
+        blocks = []
+        for index, (c_in, c_out) in enumerate(zip(self.arch['in_channels'],
+                                                  self.arch['out_channels'])):
+            for g_index in range(G_depth):
+                last = g_index == G_depth - 1
+                blocks.append([GBlock(c_in, c_out if last else c_in, which_conv=which_conv,
+                                      which_bn=which_bn, activation=self.activation,
+                                      upsample=upsample_nearest
+                                      if self.arch['upsample'][index] and last else None)])
+            if self.arch['attention'][self.arch['resolution'][index]]:
+                blocks[-1].append(layers.Attention(c_out, which_conv))
+        self.blocks = nn.ModuleList([nn.ModuleList(stage) for stage in blocks])
+        self._finish(which_conv, cross_replica, mybn, skip_init)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """z: (N, dim_z) noise; y: the output of `self.shared` for the class labels."""
+        z = torch.cat([y, z], 1)  # embedding first, then z; every block sees the same vector
+        h = self.linear(z)
+        h = h.view(h.size(0), -1, self.bottom_width, self.bottom_width)
+        for stage in self.blocks:
+            for block in stage:
+                h = block(h, z)
+        return torch.tanh(self.output_layer(h))
+
+
+# ------------------------------------------------------------------------------------------------
+# Discriminator
+# ------------------------------------------------------------------------------------------------
+
+class Discriminator(DiscriminatorBase):
+    """BigGAN-deep projection discriminator: a 3x3 stem conv, then `D_depth` blocks per stage
+    (the first of each stage changes width and downsamples). `D_wide` is accepted and ignored,
+    as in the original."""
+
+    def __init__(self, *, D_ch: int = 64, D_wide: bool = True, D_depth: int = 2,
+                 resolution: int = 128, D_kernel_size: int = 3, D_attn: str = '64',
+                 n_classes: int = 1000, num_D_SVs: int = 1, num_D_SV_itrs: int = 1,
+                 D_activation: Union[str, nn.Module] = 'relu', SN_eps: float = 1e-12,
+                 output_dim: int = 1, D_init: str = 'ortho', skip_init: bool = False,
+                 D_param: str = 'SN'):
+        super().__init__()
+        if D_depth < 1:
+            raise ValueError(f'D_depth must be >= 1, got {D_depth}')
+        which_conv, which_linear, which_embedding = self._setup(
+            D_arch(D_ch, D_attn), 'BigGAN-deep D', D_ch, resolution, n_classes, D_activation,
+            D_init, D_param, num_D_SVs, num_D_SV_itrs, SN_eps, D_kernel_size)
+        self.D_depth = D_depth
+        self.input_conv = which_conv(3, self.arch['in_channels'][0])
+        blocks = []
+        for index, c_out in enumerate(self.arch['out_channels']):
+            c_in = self.arch['in_channels'][index]
+            stage = [DBlock(c_in if d_index == 0 else c_out, c_out, which_conv=which_conv,
+                            activation=self.activation, preactivation=True,
+                            downsample=nn.AvgPool2d(2)
+                            if self.arch['downsample'][index] and d_index == 0 else None)
+                     for d_index in range(D_depth)]
+            if self.arch['attention'][self.arch['resolution'][index]]:
+                stage.append(layers.Attention(c_out, which_conv))
+            blocks.append(nn.ModuleList(stage))
+        self.blocks = nn.ModuleList(blocks)
+        self._finish(which_linear, which_embedding, output_dim, skip_init)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem conv, then the blocks."""
+        return super().features(self.input_conv(x))

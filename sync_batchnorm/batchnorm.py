@@ -1,0 +1,61 @@
+"""SynchronizedBatchNorm2d: batch statistics summed over every process of the default group.
+
+Training with more than one process: the per-channel sum, sum of squares and count are
+all-reduced (differentiably, so gradients see the global statistics), the input is normalized
+with the global biased variance, and the running variance is updated with the unbiased one, as
+`nn.BatchNorm2d` does. One process, or eval mode: plain batch norm. In every case the optional
+per-sample `gain` and `bias` are applied as `x_hat * gain + bias` (the original added the gain
+instead of multiplying outside DataParallel training, which "crippled training").
+"""
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+
+def _world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+class SynchronizedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics span all processes; forward takes gain and bias."""
+
+    def forward(self, input: torch.Tensor, gain: Optional[torch.Tensor] = None,
+                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.training and _world_size() > 1:
+            out = self._synchronized(input)
+        else:
+            out = super().forward(input)
+        if gain is not None:
+            out = out * gain
+        if bias is not None:
+            out = out + bias
+        return out
+
+    def _synchronized(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.nn.functional import all_reduce
+        x32 = x.float()
+        count = torch.full((1,), x.numel() // x.size(1), dtype=torch.float32, device=x.device)
+        packed = torch.cat([x32.sum([0, 2, 3]), (x32 * x32).sum([0, 2, 3]), count])
+        packed = all_reduce(packed)  # differentiable sum over processes
+        c = x.size(1)
+        total = packed[-1]
+        mean = packed[:c] / total
+        var = (packed[c:2 * c] / total - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                            else self.momentum)
+                unbiased = var * total / (total - 1).clamp_min(1)
+                self.running_mean.mul_(1 - momentum).add_(mean * momentum)
+                self.running_var.mul_(1 - momentum).add_(unbiased * momentum)
+        scale = torch.rsqrt(var + self.eps)
+        out = (x32 - mean.view(1, c, 1, 1)) * scale.view(1, c, 1, 1)
+        if self.affine:
+            out = out * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        return out.to(x.dtype)
+
