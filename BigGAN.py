@@ -66,6 +66,7 @@ def G_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'G_attn')
                      'out_channels': [ch * m for m in outs],
                      'upsample': [True] * len(ins),
                      'resolution': resolutions,
+                     'attention_keys': resolutions,
                      'attention': functools.partial(_attention_flags, attention, resolutions, arg)}
     return arch
 
@@ -79,6 +80,7 @@ def D_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'D_attn')
                      'out_channels': [ch * m for m in outs],
                      'downsample': down,
                      'resolution': resolutions,
+                     'attention_keys': keys,
                      'attention': functools.partial(_attention_flags, attention, keys, arg)}
     return arch
 

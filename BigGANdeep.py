@@ -131,6 +131,7 @@ def D_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'D_attn')
                      'out_channels': [ch * m for m in outs],
                      'downsample': down,
                      'resolution': resolutions,
+                     'attention_keys': keys,
                      'attention': functools.partial(_attention_flags, attention, keys, arg)}
     return arch
 

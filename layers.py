@@ -390,9 +390,16 @@ class ccbn(nn.Module):
             self.register_buffer('stored_mean', torch.zeros(output_size))
             self.register_buffer('stored_var', torch.ones(output_size))
 
+    @staticmethod
+    def _condition(layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        if isinstance(layer, nn.Embedding) and y.is_floating_point():
+            # Soft class vectors (interpolated one-hots) mix the per-class rows.
+            return y @ layer.weight
+        return layer(y)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        gain = (1 + self.gain(y)).view(y.size(0), -1, 1, 1)
-        bias = self.bias(y).view(y.size(0), -1, 1, 1)
+        gain = (1 + self._condition(self.gain, y)).view(y.size(0), -1, 1, 1)
+        bias = self._condition(self.bias, y).view(y.size(0), -1, 1, 1)
         if self.bn is not None:
             return self.bn(x, gain=gain, bias=bias)
         if self.norm_style == 'bn':

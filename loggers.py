@@ -1,0 +1,144 @@
+"""Logs: the test-metrics JSONL, the per-metric training logs, the metadata file and the
+console progress display, in the original's formats (spec 6).
+
+The JSONL and metadata files are rewritten atomically. The per-metric logs are appended a whole
+line per write and flushed; on opening, a torn last line (a crash mid-write) is cut off and, on
+resume, entries past the checkpoint's iteration are dropped, so a resumed run's logs read as if
+it had never stopped.
+"""
+import datetime
+import json
+import os
+import sys
+import time
+from typing import Dict, Iterable, Iterator, Optional
+
+from checkpoints import atomic_write_text
+
+
+class MetricsLogger:
+    """`<logs_root>/<exp>_log.jsonl`: one JSON object per test, keys in the order given, plus
+    `_stamp` (spec 6.1)."""
+
+    def __init__(self, fname: str, reinitialize: bool = False, start_itr: Optional[int] = None):
+        self.fname = fname
+        self.records = []
+        if os.path.exists(fname):
+            if reinitialize:
+                print(f'{fname} exists, deleting...')
+                os.remove(fname)
+            else:
+                self.records = _read_jsonl(fname, start_itr)
+                atomic_write_text(fname, ''.join(r + '\n' for r in self.records))
+
+    def log(self, record: Optional[dict] = None, **kwargs) -> None:
+        record = dict(record or {}, **kwargs)
+        record['_stamp'] = time.time()
+        self.records.append(json.dumps(record, ensure_ascii=True))
+        atomic_write_text(self.fname, ''.join(r + '\n' for r in self.records))
+
+
+def _read_jsonl(fname: str, start_itr: Optional[int]) -> list:
+    kept = []
+    with open(fname) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn line from a crash
+            if start_itr is None or record.get('itr', 0) <= start_itr:
+                kept.append(json.dumps(record, ensure_ascii=True))
+    return kept
+
+
+class MyLogger:
+    """`<logs_root>/<exp>/<metric>.log`, lines `"%d: %s" % (itr, logstyle % value)` (spec 6.2)."""
+
+    def __init__(self, fname: str, reinitialize: bool = False, logstyle: str = '%3.3e',
+                 start_itr: Optional[int] = None):
+        self.root = fname
+        os.makedirs(self.root, exist_ok=True)
+        self.reinitialize = reinitialize
+        self.logstyle = logstyle
+        self.files: Dict[str, object] = {}
+        if not reinitialize:
+            for entry in os.listdir(self.root):
+                if entry.endswith('.log'):
+                    _trim_log(os.path.join(self.root, entry), start_itr)
+
+    def _file(self, name: str):
+        if name not in self.files:
+            path = os.path.join(self.root, f'{name}.log')
+            if self.reinitialize and os.path.exists(path):
+                print(f'{path} exists, deleting...')
+                os.remove(path)
+            self.files[name] = open(path, 'a')
+        return self.files[name]
+
+    def log(self, itr: int, **kwargs) -> None:
+        for name, value in kwargs.items():
+            f = self._file(name)
+            f.write('%d: %s\n' % (itr, self.logstyle % value))
+            f.flush()
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        self.files = {}
+
+
+def _trim_log(path: str, start_itr: Optional[int]) -> None:
+    """Drop a torn last line and, when resuming, entries after `start_itr`."""
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        if not line.endswith('\n'):
+            break
+        head = line.split(':', 1)[0]
+        if start_itr is not None and head.strip().isdigit() and int(head) > start_itr:
+            break
+        kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write_text(path, ''.join(kept))
+
+
+def write_metadata(logs_root: str, experiment_name: str, config: dict, state_dict: dict) -> None:
+    """`<logs_root>/<exp>/metalog.txt`: the date, the config and the training state."""
+    folder = os.path.join(logs_root, experiment_name)
+    os.makedirs(folder, exist_ok=True)
+    state = {k: v for k, v in state_dict.items() if k not in ('config', 'rng')}
+    atomic_write_text(os.path.join(folder, 'metalog.txt'),
+                      f'datetime: {datetime.datetime.now()}\nconfig: {dict(config)}\n'
+                      f'state: {state}\n')
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f'{minutes}:{seconds:02d}'
+
+
+def progress(items: Iterable, desc: str = '', total: Optional[int] = None,
+             displaytype: str = 's1k', start: int = 0, stream=None) -> Iterator:
+    """The original's progress line: `n/total (pct%) (TE/ET1k: m:ss / m:ss)`; with
+    displaytype 's1k' the estimate is to the next multiple of 1000 items, else to the end."""
+    stream = stream or sys.stdout
+    total = total if total is not None else len(items)
+    t_start = time.time()
+    n = start
+    for n, item in enumerate(items, start + 1):
+        yield item
+        elapsed = time.time() - t_start
+        rate = elapsed / max(n - start, 1)
+        if displaytype == 's1k':
+            target = (n // 1000 + 1) * 1000
+            line = f'(TE/ET1k: {_clock(elapsed)} / {_clock(rate * (target - n))})'
+        else:
+            line = f'(TE/ETA: {_clock(elapsed)} / {_clock(rate * (total - n))})'
+        pct = 100.0 * n / total if total else 100.0
+        stream.write(f'\r{desc}{n}/{total} ({pct:6.2f}%) {line}')
+        stream.flush()
+    stream.write(f'\r{desc}{n}/{total} (took {_clock(time.time() - t_start)})\n')
+    stream.flush()

@@ -1,0 +1,148 @@
+"""Noise, labels and image sheets: what train.py and sample.py draw from G.
+
+`NoiseSampler` replaces the original's `Distribution` tensor subclass (which broke
+`save_image` on current PyTorch): plain tensors from its own seeded generator, so runs are
+reproducible and resume exactly. Sheets follow spec 6.4 / 9.3 and are written atomically.
+"""
+import os
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from checkpoints import atomic_write
+
+
+class NoiseSampler:
+    """z ~ N(0, z_var^2) (or a truncated normal) and uniform class labels.
+
+    Draws on the CPU from a private `torch.Generator` (device-independent, and its state goes
+    into checkpoints), then moves to `device`. `truncation` > 0 resamples every |z| above it
+    (the paper's truncation trick) before scaling by `z_var`. `classes` restricts the labels.
+    """
+
+    def __init__(self, dim_z: int, n_classes: int, batch_size: int,
+                 device: torch.device = torch.device('cpu'), z_var: float = 1.0,
+                 truncation: float = 0.0, seed: int = 0,
+                 classes: Optional[Sequence[int]] = None):
+        if truncation < 0:
+            raise ValueError(f'truncation must be > 0 (0 for none), got {truncation}')
+        self.dim_z, self.n_classes, self.batch_size = dim_z, n_classes, batch_size
+        self.device = device
+        self.z_var = z_var
+        self.truncation = truncation
+        self.classes = None if classes is None else torch.as_tensor(list(classes))
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample_z(self, n: Optional[int] = None) -> torch.Tensor:
+        n = n or self.batch_size
+        z = torch.randn(n, self.dim_z, generator=self.generator)
+        if self.truncation > 0:
+            z = truncate_(z, self.truncation, self.generator)
+        return (z * self.z_var).to(self.device, non_blocking=True)
+
+    def sample_y(self, n: Optional[int] = None) -> torch.Tensor:
+        n = n or self.batch_size
+        if self.classes is None:
+            y = torch.randint(0, self.n_classes, (n,), generator=self.generator)
+        else:
+            y = self.classes[torch.randint(0, len(self.classes), (n,), generator=self.generator)]
+        return y.to(self.device, non_blocking=True)
+
+    def sample(self, n: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.sample_z(n), self.sample_y(n)
+
+    def state_dict(self) -> dict:
+        return {'generator': self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state['generator'])
+
+
+def truncate_(z: torch.Tensor, threshold: float, generator: torch.Generator) -> torch.Tensor:
+    """Resample, in place, every entry of z whose magnitude exceeds `threshold`."""
+    mask = z.abs() > threshold
+    while mask.any():
+        z[mask] = torch.randn(int(mask.sum()), generator=generator)
+        mask = z.abs() > threshold
+    return z
+
+
+def class_vectors(G: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """G's conditioning for labels y: the shared embedding, or one-hot vectors for a G without
+    one (its per-layer embeddings then mix when interpolated)."""
+    if getattr(G, 'G_shared', True):
+        return G.shared(y)
+    return F.one_hot(y, G.n_classes).float()
+
+
+@torch.no_grad()
+def sample(G: nn.Module, sampler: NoiseSampler, n: Optional[int] = None):
+    """A batch of images in [-1, 1] and their labels (the metrics' `sample()`)."""
+    z, y = sampler.sample(n)
+    return G(z, G.shared(y)).float(), y
+
+
+def save_image(images: torch.Tensor, path: str, nrow: int) -> None:
+    """A min-max normalized grid (as the original: over the whole grid), written atomically."""
+    fmt = os.path.splitext(path)[1].lstrip('.').lower().replace('jpg', 'jpeg') or 'jpeg'
+    images = images.detach().float().cpu()
+    atomic_write(path, lambda f: torchvision.utils.save_image(images, f, nrow=nrow,
+                                                              normalize=True, format=fmt))
+
+
+@torch.no_grad()
+def sample_sheet(G: nn.Module, classes_per_sheet: int, num_classes: int,
+                 samples_per_class: int, samples_root: str, experiment_name: str,
+                 folder_number, sampler: NoiseSampler,
+                 classes: Optional[Sequence[int]] = None) -> list:
+    """Class sheets `<samples_root>/<exp>/<folder>/samples<i>.jpg`: one row per class, one
+    column per sample. `classes` (default all) is cut into sheets of `classes_per_sheet`."""
+    folder = os.path.join(samples_root, experiment_name, str(folder_number))
+    os.makedirs(folder, exist_ok=True)
+    classes = list(range(num_classes)) if classes is None else list(classes)
+    paths = []
+    for i in range(0, len(classes), classes_per_sheet):
+        y = torch.tensor(classes[i:i + classes_per_sheet], device=sampler.device)
+        columns = [G(sampler.sample_z(len(y)), G.shared(y)).float()
+                   for _ in range(samples_per_class)]
+        # (samples, classes, C, H, W) -> rows are classes.
+        grid = torch.stack(columns, 1).flatten(0, 1)
+        path = os.path.join(folder, f'samples{i // classes_per_sheet}.jpg')
+        save_image(grid, path, nrow=samples_per_class)
+        paths.append(path)
+    return paths
+
+
+def interp(x0: torch.Tensor, x1: torch.Tensor, num_midpoints: int) -> torch.Tensor:
+    """Linear interpolation: x0, x1 of shape (N, 1, D) -> (N, num_midpoints + 2, D)."""
+    weights = torch.linspace(0, 1.0, num_midpoints + 2, device=x0.device).to(x0.dtype)
+    return x0 * (1 - weights.view(1, -1, 1)) + x1 * weights.view(1, -1, 1)
+
+
+@torch.no_grad()
+def interp_sheet(G: nn.Module, num_per_sheet: int, num_midpoints: int, num_classes: int,
+                 samples_root: str, experiment_name: str, folder_number, sampler: NoiseSampler,
+                 sheet_number: int = 0, fix_z: bool = False, fix_y: bool = False) -> str:
+    """`interp<Z><Y><sheet>.jpg`: each row interpolates z (unless fix_z) and the class vector
+    (unless fix_y) between two random draws, over num_midpoints + 2 columns."""
+    n, m = num_per_sheet, num_midpoints + 2
+    if fix_z:
+        zs = sampler.sample_z(n).unsqueeze(1).repeat(1, m, 1)
+    else:
+        zs = interp(sampler.sample_z(n).unsqueeze(1), sampler.sample_z(n).unsqueeze(1),
+                    num_midpoints)
+    first = class_vectors(G, sampler.sample_y(n)).unsqueeze(1)
+    if fix_y:
+        ys = first.repeat(1, m, 1)
+    else:
+        ys = interp(first, class_vectors(G, sampler.sample_y(n)).unsqueeze(1), num_midpoints)
+    images = G(zs.flatten(0, 1), ys.flatten(0, 1)).float()
+    folder = os.path.join(samples_root, experiment_name, str(folder_number))
+    os.makedirs(folder, exist_ok=True)
+    name = f"interp{'' if fix_z else 'Z'}{'' if fix_y else 'Y'}{sheet_number}.jpg"
+    path = os.path.join(folder, name)
+    save_image(images, path, nrow=m)
+    return path

@@ -1,0 +1,285 @@
+"""The training step and what runs around it: EMA, orthogonal regularization, gradient toggling,
+`save_and_sample` and `test`.
+
+`GAN_training_function` returns `train(x, y)`, one full G iteration (spec 3.19): `num_D_steps`
+D steps of `num_D_accumulations` micro-batches each, then a G step of `num_G_accumulations`
+micro-batches, then the EMA update. Noise and labels come from a sampler object (`sample(n) ->
+(z, y)`), so tests can inject fixed noise.
+"""
+import contextlib
+import math
+import os
+from typing import Callable, Dict, Iterable, Optional
+
+import torch
+import torch.nn as nn
+
+import checkpoints
+import layers
+import losses
+import sampling
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+
+def toggle_grad(model: nn.Module, on_or_off: bool) -> None:
+    for param in model.parameters():
+        param.requires_grad = on_or_off
+
+
+@torch.no_grad()
+def ortho(model: nn.Module, strength: float = 1e-4, blacklist: Iterable = ()) -> None:
+    """BigGAN's "modified" orthogonal regularization, added straight to the gradients: for every
+    weight W (2+ dims, viewed as rows) not in `blacklist`, grad += strength * 2 *
+    ((W W^T) * (1 - I)) W, the gradient of (strength / 2) ||W W^T * (1 - I)||_F^2."""
+    skip = {id(p) for p in blacklist}
+    for param in model.parameters():
+        if param.ndim < 2 or id(param) in skip or param.grad is None:
+            continue
+        w = param.view(param.shape[0], -1).float()
+        off_diagonal = 1. - torch.eye(w.shape[0], device=w.device)
+        grad = 2 * torch.mm(torch.mm(w, w.t()) * off_diagonal, w)
+        param.grad.add_(strength * grad.view(param.shape).to(param.grad.dtype))
+
+
+class EMA:
+    """Exponential moving average of every parameter AND buffer of `source` into `target`
+    (spec 3.17): before `start_itr` the target is a copy (decay 0). Tensors are looked up at
+    every update, so casting or moving the models later is safe (the original held stale
+    references)."""
+
+    def __init__(self, source: nn.Module, target: nn.Module, decay: float = 0.9999,
+                 start_itr: int = 0):
+        self.source, self.target = source, target
+        self.decay = decay
+        self.start_itr = start_itr
+        with torch.no_grad():
+            target.load_state_dict(source.state_dict())
+
+    @torch.no_grad()
+    def update(self, itr: Optional[int] = None) -> None:
+        decay = 0.0 if itr and itr < self.start_itr else self.decay
+        source = self.source.state_dict()
+        floats_t, floats_s = [], []
+        for key, target in self.target.state_dict().items():
+            if target.is_floating_point():
+                floats_t.append(target)
+                floats_s.append(source[key].to(target.dtype))
+            else:
+                target.copy_(source[key])  # integer counters are copied, not averaged
+        if floats_t:
+            torch._foreach_mul_(floats_t, decay)
+            torch._foreach_add_(floats_t, floats_s, alpha=1 - decay)
+
+
+class _NoScaler:
+    """Stands in for torch.amp.GradScaler when no loss scaling is needed."""
+
+    def scale(self, loss):
+        return loss
+
+    def unscale_(self, optimizer):
+        pass
+
+    def step(self, optimizer):
+        optimizer.step()
+
+    def update(self):
+        pass
+
+
+class Precision:
+    """Autocast and loss scaling for --amp {none, bf16, fp16}. Spectral norm, BN statistics, the
+    attention softmax and the losses stay in float32 inside the layers."""
+
+    DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+    def __init__(self, amp: str = 'none', device: torch.device = torch.device('cpu')):
+        layers.check_choice('--amp', amp, ('none', 'bf16', 'fp16'))
+        self.amp, self.device_type = amp, torch.device(device).type
+        fp16 = amp == 'fp16' and self.device_type == 'cuda'
+        self.D_scaler = torch.amp.GradScaler('cuda') if fp16 else _NoScaler()
+        self.G_scaler = torch.amp.GradScaler('cuda') if fp16 else _NoScaler()
+
+    def autocast(self):
+        if self.amp == 'none':
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.DTYPES[self.amp])
+
+
+def no_sync(module: nn.Module, skip: bool):
+    """DDP's no_sync for all but the last micro-batch of an accumulation."""
+    if skip and hasattr(module, 'no_sync'):
+        return module.no_sync()
+    return contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------------------------------------
+# The training step
+# ------------------------------------------------------------------------------------------------
+
+def GAN_training_function(G: nn.Module, D: nn.Module, GD: nn.Module, sampler,
+                          ema: Optional[EMA], state_dict: dict, config: dict,
+                          G_optim: torch.optim.Optimizer, D_optim: torch.optim.Optimizer,
+                          precision: Optional[Precision] = None, D_ddp: Optional[nn.Module] = None,
+                          G_ddp: Optional[nn.Module] = None) -> Callable:
+    """One BigGAN iteration as a closure `train(x, y) -> metrics` (spec 3.19).
+
+    `GD` is the fused G_D (maybe DDP-wrapped through its parts); `D_ddp`/`G_ddp` are the
+    DDP-wrapped nets whose gradient sync is skipped on all but the last micro-batch.
+    Metrics are returned as 0-dim tensors, so the step never waits for the device.
+    """
+    discriminator_loss, generator_loss = losses.get_losses(config['loss'])
+    precision = precision or Precision('none')
+    batch_size = config['batch_size']
+    G_batch_size = max(config['G_batch_size'], batch_size)
+    n_D, n_Da, n_Ga = (config['num_D_steps'], config['num_D_accumulations'],
+                       config['num_G_accumulations'])
+
+    def train(x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
+        G_optim.zero_grad(set_to_none=True)
+        D_optim.zero_grad(set_to_none=True)
+        x = torch.split(x, batch_size)
+        y = torch.split(y, batch_size)
+        if len(x) < n_D * n_Da:
+            raise ValueError(f'the batch holds {len(x)} chunks of {batch_size}, but '
+                             f'--num_D_steps x --num_D_accumulations = {n_D * n_Da} are needed')
+        counter = 0
+        if config['toggle_grads']:
+            toggle_grad(D, True)
+            toggle_grad(G, False)
+        for _ in range(n_D):
+            D_optim.zero_grad(set_to_none=True)
+            for accumulation in range(n_Da):
+                z_, y_ = sampler.sample(batch_size)
+                with no_sync(D_ddp, accumulation < n_Da - 1):
+                    with precision.autocast():
+                        D_fake, D_real = GD(z_, y_, x[counter], y[counter], train_G=False,
+                                            split_D=config['split_D'])
+                        D_loss_real, D_loss_fake = discriminator_loss(D_fake, D_real)
+                        D_loss = (D_loss_real + D_loss_fake) / float(n_Da)
+                    precision.D_scaler.scale(D_loss).backward()
+                counter += 1
+            if config['D_ortho'] > 0:
+                precision.D_scaler.unscale_(D_optim)
+                ortho(D, config['D_ortho'])
+            precision.D_scaler.step(D_optim)
+            precision.D_scaler.update()
+
+        if config['toggle_grads']:
+            toggle_grad(D, False)
+            toggle_grad(G, True)
+        G_optim.zero_grad(set_to_none=True)
+        for accumulation in range(n_Ga):
+            z_, y_ = sampler.sample(G_batch_size)
+            with no_sync(G_ddp, accumulation < n_Ga - 1):
+                with precision.autocast():
+                    D_fake = GD(z_, y_, train_G=True, split_D=config['split_D'])
+                    G_loss = generator_loss(D_fake) / float(n_Ga)
+                precision.G_scaler.scale(G_loss).backward()
+        if config['G_ortho'] > 0:
+            precision.G_scaler.unscale_(G_optim)
+            # The shared embedding is not orthogonalized (as in the original).
+            ortho(G, config['G_ortho'], blacklist=list(G.shared.parameters()))
+        precision.G_scaler.step(G_optim)
+        precision.G_scaler.update()
+
+        if ema is not None:
+            ema.update(state_dict['itr'])
+        return {'G_loss': G_loss.detach(), 'D_loss_real': D_loss_real.detach(),
+                'D_loss_fake': D_loss_fake.detach()}
+
+    return train
+
+
+def dummy_training_function() -> Callable:
+    """--which_train_fn dummy: a step that trains nothing (to time the data pipeline)."""
+    def train(x, y):
+        return {}
+    return train
+
+
+def check_finite(metrics: Dict[str, float], itr: int) -> None:
+    """Stop with a clear message on a NaN or Inf loss (nothing is saved from such a state)."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f'iteration {itr}: non-finite loss {bad}; stopping without saving, the last '
+            f'checkpoint is intact. Lower the learning rates, or resume from a copy')
+
+
+# ------------------------------------------------------------------------------------------------
+# Saving, sampling and testing
+# ------------------------------------------------------------------------------------------------
+
+def which_G(G: nn.Module, G_ema: Optional[nn.Module], config: dict) -> nn.Module:
+    """The G that samples and is tested: G_ema with --ema --use_ema, else G."""
+    return G_ema if (G_ema is not None and config['use_ema']) else G
+
+
+def _standing_stats(net: nn.Module, sampler, config: dict) -> None:
+    if config['accumulate_stats']:
+        z, y = sampler.sample()
+        layers.accumulate_standing_stats(net, z, y, config['n_classes'],
+                                         config['num_standing_accumulations'])
+
+
+def save_and_sample(G, D, G_ema, G_optim, D_optim, sampler, fixed_z, fixed_y, state_dict,
+                    config, experiment_name, training_state: Optional[dict] = None) -> None:
+    """Save the checkpoint (and a rotating copy), then the fixed, class and interpolation
+    sheets (spec 5.3, 6.4). `training_state` (RNG states) is saved inside state_dict.pth."""
+    state = dict(state_dict, **(training_state or {}))
+    root, name = config['weights_root'], experiment_name
+    checkpoints.save_weights(G, D, G_optim, D_optim, state, root, name, None, G_ema)
+    if config['num_save_copies'] > 0:
+        checkpoints.save_weights(G, D, G_optim, D_optim, state, root, name,
+                                 f"copy{state_dict['save_num']}", G_ema)
+        state_dict['save_num'] = (state_dict['save_num'] + 1) % config['num_save_copies']
+
+    net = which_G(G, G_ema, config)
+    _standing_stats(net, sampler, config)
+    itr = state_dict['itr']
+    folder = os.path.join(config['samples_root'], experiment_name)
+    os.makedirs(folder, exist_ok=True)
+    with torch.no_grad():
+        fixed = net(fixed_z, net.shared(fixed_y))
+    sampling.save_image(fixed, os.path.join(folder, f'fixed_samples{itr}.jpg'),
+                        nrow=int(fixed_z.shape[0] ** 0.5))
+    sampling.sample_sheet(net, config['classes_per_sheet'], config['n_classes'], 10,
+                          config['samples_root'], experiment_name, itr, sampler)
+    for fix_z, fix_y in ((False, False), (False, True), (True, False)):
+        sampling.interp_sheet(net, 16, 8, config['n_classes'], config['samples_root'],
+                              experiment_name, itr, sampler, fix_z=fix_z, fix_y=fix_y)
+
+
+def test(G, D, G_ema, G_optim, D_optim, sampler, state_dict, config, sample,
+         get_inception_metrics, experiment_name, test_log,
+         training_state: Optional[dict] = None) -> dict:
+    """IS/FID of `sample()`; keep the best `num_best_copies` checkpoints by --which_best and
+    append the JSONL record (spec 5.3, 6.1)."""
+    net = which_G(G, G_ema, config)
+    _standing_stats(net, sampler, config)
+    IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
+                                                 num_splits=10)
+    itr = state_dict['itr']
+    print(f'Itr {itr}: Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, FID is {FID:5.4f}')
+    improved = ((config['which_best'] == 'IS' and IS_mean > state_dict['best_IS'])
+                or (config['which_best'] == 'FID' and FID < state_dict['best_FID']))
+    if improved:
+        print(f"{config['which_best']} improved over previous best, saving checkpoint...")
+        state = dict(state_dict, **(training_state or {}))
+        checkpoints.save_weights(G, D, G_optim, D_optim, state, config['weights_root'],
+                                 experiment_name, f"best{state_dict['save_best_num']}", G_ema)
+        state_dict['save_best_num'] = (state_dict['save_best_num'] + 1) % \
+            config['num_best_copies']
+    state_dict['best_IS'] = max(state_dict['best_IS'], float(IS_mean))
+    state_dict['best_FID'] = min(state_dict['best_FID'], float(FID))
+    record = {'itr': int(itr), 'IS_mean': float(IS_mean), 'IS_std': float(IS_std),
+              'FID': float(FID)}
+    extra = getattr(get_inception_metrics, 'last_extra', None)
+    if extra:
+        record.update({k: float(v) for k, v in extra.items()})
+    test_log.log(record)
+    return record
