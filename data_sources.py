@@ -66,14 +66,17 @@ def scan_images(root: str, classes: list[str]) -> tuple[list[str], list[int]]:
 
     Folders are walked in sorted order of their paths and files in sorted order of their names,
     as the original does, so the order (and an HDF5 file made from it) matches the original's.
+    Hidden files and folders (``.name``, e.g. macOS's ``._x.jpg``) are skipped.
     """
     paths, labels = [], []
     for label, name in enumerate(classes):
-        for dirpath, dirnames, filenames in sorted(os.walk(os.path.join(root, name),
-                                                           followlinks=True)):
-            dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+        walked = []
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, name), followlinks=True):
+            dirnames[:] = [d for d in dirnames if not d.startswith('.')]  # prunes the walk
+            walked.append((dirpath, filenames))
+        for dirpath, filenames in sorted(walked):
             for filename in sorted(filenames):
-                if is_image_file(filename):
+                if is_image_file(filename) and not filename.startswith('.'):
                     paths.append(os.path.relpath(os.path.join(dirpath, filename), root))
                     labels.append(label)
     if not paths:

@@ -22,6 +22,7 @@ from samplers import EpochSampler, MultiEpochSampler  # noqa: F401
 
 # Resolutions with G and D arch tables.
 VALID_RESOLUTIONS = (32, 64, 128, 256, 512)
+_VALID_LIST = ', '.join(map(str, VALID_RESOLUTIONS))
 KINDS = ('folder', 'hdf5', 'cifar10', 'cifar100', 'fmnist')
 
 
@@ -57,12 +58,10 @@ DATASET_NAMES = (*DATASETS, *CUSTOM_DATASETS)
 
 def check_resolution(resolution: int, flag: str = '--resolution') -> int:
     """Return ``resolution`` if G and D have arch tables for it, else raise ValueError."""
-    if isinstance(resolution, bool) or not isinstance(resolution, int) \
-            or resolution not in VALID_RESOLUTIONS:
-        why = 'is not a multiple of 4' if isinstance(resolution, int) and resolution % 4 \
-            else 'has no BigGAN arch table'
-        raise ValueError(f'{flag} {resolution!r} {why}; valid resolutions: '
-                         f'{", ".join(map(str, VALID_RESOLUTIONS))}')
+    if type(resolution) is not int or resolution not in VALID_RESOLUTIONS:  # bool is no size
+        why = ('is not a multiple of 4' if type(resolution) is int and resolution % 4
+               else 'has no BigGAN arch table')
+        raise ValueError(f'{flag} {resolution!r} {why}; valid resolutions: {_VALID_LIST}')
     return resolution
 
 
@@ -89,8 +88,7 @@ def dataset_info(dataset: str, data_root: str = 'data', resolution: int | None =
         return info
     if dataset == 'ImageFolder':
         if resolution is None:
-            raise ValueError('--dataset ImageFolder needs --resolution (one of '
-                             f'{", ".join(map(str, VALID_RESOLUTIONS))})')
+            raise ValueError(f'--dataset ImageFolder needs --resolution (one of {_VALID_LIST})')
         check_resolution(resolution)
         n_classes = len(find_classes(data_root))
         return DatasetInfo('ImageFolder', 'folder', '', resolution, n_classes,

@@ -20,7 +20,8 @@ FOLDER_LABELS = [0, 0, 0, 1, 1]
 
 
 def make_image_folder(root: str, seed: int = 0) -> str:
-    """Write the tiny folder (plus a non-image file, a hidden folder and a root-level file)."""
+    """Write the tiny folder, plus files that are no images of it: a text file, hidden files
+    and folders, an image outside the class folders."""
     rng = np.random.default_rng(seed)
     for rel, (width, height), mode, fmt in FOLDER_IMAGES:
         path = os.path.join(root, rel)
@@ -30,8 +31,11 @@ def make_image_folder(root: str, seed: int = 0) -> str:
         Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(path, fmt)
     with open(os.path.join(root, 'dog', 'notes.txt'), 'w') as f:
         f.write('not an image\n')
-    os.makedirs(os.path.join(root, '.hidden'), exist_ok=True)
-    Image.new('RGB', (8, 8)).save(os.path.join(root, '.hidden', 'z.png'))
+    for hidden in ('.hidden', os.path.join('cat', '.thumbs')):  # hidden folders are skipped
+        os.makedirs(os.path.join(root, hidden), exist_ok=True)
+        Image.new('RGB', (8, 8)).save(os.path.join(root, hidden, 'z.png'))
+    with open(os.path.join(root, 'dog', '._x.jpeg'), 'wb') as f:  # macOS metadata, no image
+        f.write(b'\x00\x05\x16\x07')
     Image.new('RGB', (8, 8)).save(os.path.join(root, 'loose.png'))
     return root
 

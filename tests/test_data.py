@@ -169,7 +169,7 @@ def test_random_crop_long_edge_stays_inside_the_image(size):
         assert crop.min() >= 50  # no black padding (the original's bug added black rows)
         assert np.array_equal(line, 50 + offset + np.arange(min(size)))
         offsets.add(offset)
-    # Both ends are reachable (the original's numpy draw never gave the last offset).
+    # Every offset is reachable, both ends included.
     last = abs(size[0] - size[1])
     assert min(offsets) == 0 and max(offsets) == last and len(offsets) > 0.9 * (last + 1)
 
