@@ -106,7 +106,8 @@ def _fingerprint(root: str, classes: list[str]) -> np.ndarray:
                     dtype=np.int64)
 
 
-def _load_index(path: str, root: str, classes: list[str]):
+def _load_index(path: str, root: str,
+                classes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as cached:
             if (int(cached['version']) == _INDEX_VERSION

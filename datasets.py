@@ -7,6 +7,7 @@ and the samplers in ``samplers.py``; both are re-exported here.
 """
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -153,7 +154,7 @@ class RandomCropLongEdge:
         return f'{type(self).__name__}()'
 
 
-def make_transform(kind: str, resolution: int, augment: bool = False):
+def make_transform(kind: str, resolution: int, augment: bool = False) -> Callable | None:
     """The original's transform for a dataset kind (None where the dataset scales itself).
 
     Folders: [Random|Center]CropLongEdge, Resize(S) (bilinear), with augment a horizontal flip;

@@ -15,6 +15,7 @@ import tempfile
 
 import h5py
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets import check_resolution, dataset_info, get_data_loaders
@@ -57,7 +58,7 @@ def default_output(dataset: str, data_root: str, resolution: int) -> str:
     return os.path.join(data_root, f'ILSVRC{resolution}.hdf5')
 
 
-def write_hdf5(loader, path: str, resolution: int, chunk_size: int = 500,
+def write_hdf5(loader: DataLoader, path: str, resolution: int, chunk_size: int = 500,
                compression: bool = False) -> None:
     """Stream ``loader`` (images in [-1, 1], labels) into ``path``, atomically."""
     n = len(loader.dataset)

@@ -133,6 +133,18 @@ def test_epoch_sampler_resume_is_exact(shuffle, drop_last):
         assert resumed == full[k:]
 
 
+def test_epoch_sampler_shards_and_resumes_per_rank():
+    n, batch_size, world_size = 11, 2, 2
+    for rank in range(world_size):
+        full = batches(epochs(n, batch_size, 0, seed=4, rank=rank, world_size=world_size),
+                       batch_size, passes=3)
+        assert len(full) == 3 * (n // world_size // batch_size)
+        assert sum(full[:2], []) == epoch_indices(n, 0, 4, True, rank, world_size)[:4].tolist()
+        resumed = batches(epochs(n, batch_size, 3, seed=4, rank=rank, world_size=world_size),
+                          batch_size, passes=2)
+        assert resumed == full[3:]
+
+
 def test_epoch_sampler_shuffles_each_epoch_and_can_jump():
     sampler = epochs(10, 1, 0, shuffle=True)
     first, second = list(sampler), list(sampler)
