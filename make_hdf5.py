@@ -1,0 +1,118 @@
+"""Convert a dataset (an image folder, usually ImageNet) into one HDF5 file for fast loading.
+
+Layout, as the original's: dataset ``imgs`` uint8 N x 3 x S x S and ``labels`` int64 N, chunked
+``chunk_size`` images along N, optionally LZF-compressed. The default output is
+``<data_root>/ILSVRC<S>.hdf5`` (``<folder><S>.hdf5`` beside the folder for ``--dataset
+ImageFolder``). Two changes: pixels are rounded back to uint8 (the original truncated, moving
+63 of the 256 values one down), and the file is written under a temporary name and renamed at
+the end, so a crash never leaves a half-written file under the final name.
+
+    python make_hdf5.py --dataset I128 --data_root data --batch_size 256
+"""
+import argparse
+import os
+import tempfile
+
+import h5py
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from datasets import check_resolution, dataset_info, get_data_loaders
+
+
+def prepare_parser() -> argparse.ArgumentParser:
+    """The original's six flags plus --out and --resolution."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--dataset', type=str, default='I128',
+                        help='dataset to convert: a table name without _hdf5 (I32 ... I256), or '
+                             'ImageFolder with --resolution (default: %(default)s)')
+    parser.add_argument('--data_root', type=str, default='data',
+                        help='dataset root; for ImageFolder the folder itself '
+                             '(default: %(default)s)')
+    parser.add_argument('--batch_size', type=int, default=256,
+                        help='images per loader batch (default: %(default)s)')
+    parser.add_argument('--num_workers', type=int, default=16,
+                        help='DataLoader workers decoding images (default: %(default)s)')
+    parser.add_argument('--chunk_size', type=int, default=500,
+                        help='HDF5 chunk length along N (default: %(default)s)')
+    parser.add_argument('--compression', action='store_true', default=False,
+                        help='LZF-compress the datasets (smaller, slower to read)')
+    parser.add_argument('--out', type=str, default='',
+                        help='output file (default: <data_root>/ILSVRC<S>.hdf5)')
+    parser.add_argument('--resolution', type=int, default=None,
+                        help='image size S for --dataset ImageFolder')
+    return parser
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> uint8, rounded: the exact inverse of the loaders' u8 / 255 scaling."""
+    return torch.round(255 * ((images + 1) / 2)).clamp_(0, 255).to(torch.uint8)
+
+
+def default_output(dataset: str, data_root: str, resolution: int) -> str:
+    """``<data_root>/ILSVRC<S>.hdf5``, or ``<folder><S>.hdf5`` beside a custom ImageFolder."""
+    if dataset == 'ImageFolder':
+        folder = os.path.normpath(data_root)
+        return os.path.join(os.path.dirname(folder), f'{os.path.basename(folder)}{resolution}.hdf5')
+    return os.path.join(data_root, f'ILSVRC{resolution}.hdf5')
+
+
+def write_hdf5(loader: DataLoader, path: str, resolution: int, chunk_size: int = 500,
+               compression: bool = False) -> None:
+    """Stream ``loader`` (images in [-1, 1], labels) into ``path``, atomically."""
+    n = len(loader.dataset)
+    chunk = max(1, min(chunk_size, n))  # HDF5 forbids chunks longer than a fixed-size axis
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        with h5py.File(tmp, 'w') as f:
+            imgs = f.create_dataset('imgs', shape=(n, 3, resolution, resolution), dtype='uint8',
+                                    chunks=(chunk, 3, resolution, resolution),
+                                    compression='lzf' if compression else None)
+            labels = f.create_dataset('labels', shape=(n,), dtype='int64', chunks=(chunk,),
+                                      compression='lzf' if compression else None)
+            start = 0
+            for x, y in tqdm(loader, desc=f'writing {os.path.basename(path)}', unit='batch'):
+                imgs[start:start + len(x)] = to_uint8(x).numpy()
+                labels[start:start + len(y)] = y.numpy()
+                start += len(x)
+            if start != n:
+                raise RuntimeError(f'the loader gave {start} images for {n} items')
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+
+
+def run(config: dict) -> str:
+    """Build the loader the config names and write its HDF5 file; return the file's path."""
+    dataset = config['dataset']
+    if 'hdf5' in dataset.lower():
+        raise ValueError(f'--dataset {dataset} is already HDF5; name the source dataset '
+                         '(e.g. I128 or ImageFolder)')
+    for flag in ('batch_size', 'chunk_size'):
+        if config[flag] < 1:
+            raise ValueError(f'--{flag} must be at least 1, got {config[flag]}')
+    info = dataset_info(dataset, config['data_root'], config['resolution'])
+    resolution = check_resolution(info.resolution)
+    # In order, unaugmented, every image (the short final batch included).
+    loader = get_data_loaders(dataset, config['data_root'], augment=False,
+                              batch_size=config['batch_size'], num_workers=config['num_workers'],
+                              shuffle=False, pin_memory=False, drop_last=False,
+                              resolution=config['resolution'])[0]
+    out = config['out'] or default_output(dataset, config['data_root'], resolution)
+    write_hdf5(loader, out, resolution, config['chunk_size'], config['compression'])
+    print(f'wrote {len(loader.dataset)} images of {resolution} x {resolution} to {out}')
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run."""
+    run(vars(prepare_parser().parse_args(argv)))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,125 @@
+"""make_hdf5.py: the original's file layout, exact values, rounding, atomic writes, its CLI."""
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import datasets
+import make_hdf5
+from data_helpers import FOLDER_LABELS, make_image_folder
+
+
+def config(**overrides):
+    base = vars(make_hdf5.prepare_parser().parse_args([]))
+    return {**base, 'batch_size': 2, 'num_workers': 0, **overrides}
+
+
+def folder_tensors(dataset, data_root, resolution=None):
+    loader = datasets.get_data_loaders(dataset, str(data_root), batch_size=100, num_workers=0,
+                                       shuffle=False, drop_last=False, resolution=resolution)[0]
+    x, y = next(iter(loader))
+    return x, y
+
+
+def original_reader(path):
+    """What the original's ILSVRC_HDF5 computes from a file (spec 7.3), written out directly."""
+    with h5py.File(path, 'r') as f:
+        imgs, labels = f['imgs'][:], f['labels'][:]
+    return ((torch.from_numpy(imgs).float() / 255) - 0.5) * 2, torch.from_numpy(labels)
+
+
+def test_parser_keeps_the_original_flags_and_defaults():
+    got = vars(make_hdf5.prepare_parser().parse_args([]))
+    assert got == {'dataset': 'I128', 'data_root': 'data', 'batch_size': 256, 'num_workers': 16,
+                   'chunk_size': 500, 'compression': False, 'out': '', 'resolution': None}
+
+
+def test_layout_is_the_original_one(tmp_path):
+    make_image_folder(str(tmp_path / 'ImageNet'))
+    out = make_hdf5.run(config(dataset='I32', data_root=str(tmp_path)))
+    assert out == os.path.join(str(tmp_path), 'ILSVRC32.hdf5')
+    n = len(FOLDER_LABELS)
+    with h5py.File(out, 'r') as f:
+        assert sorted(f.keys()) == ['imgs', 'labels']
+        imgs, labels = f['imgs'], f['labels']
+        assert (imgs.dtype, imgs.shape, imgs.maxshape) == (np.uint8, (n, 3, 32, 32),
+                                                           (n, 3, 32, 32))
+        assert (labels.dtype, labels.shape) == (np.int64, (n,))
+        assert imgs.chunks == (n, 3, 32, 32) and labels.chunks == (n,)  # 500, cut to N
+        assert imgs.compression is None and labels.compression is None
+    # The original's reading of the file gives exactly the folder loader's tensors.
+    x, y = original_reader(out)
+    x_folder, y_folder = folder_tensors('I32', tmp_path)
+    assert torch.equal(x, x_folder) and torch.equal(y, y_folder)
+    assert y.tolist() == FOLDER_LABELS
+    assert [name for name in os.listdir(tmp_path) if name.endswith('.tmp')] == []
+
+
+def test_compression_and_chunks(tmp_path):
+    make_image_folder(str(tmp_path / 'ImageNet'))
+    out = make_hdf5.run(config(dataset='I64', data_root=str(tmp_path), compression=True,
+                               chunk_size=2))
+    with h5py.File(out, 'r') as f:
+        assert f['imgs'].compression == 'lzf' and f['labels'].compression == 'lzf'
+        assert f['imgs'].chunks == (2, 3, 64, 64) and f['labels'].chunks == (2,)
+    x, _ = original_reader(out)
+    assert torch.equal(x, folder_tensors('I64', tmp_path)[0])
+
+
+@pytest.mark.parametrize('load_in_mem', [False, True])
+def test_folder_to_hdf5_to_loader_round_trip(tmp_path, load_in_mem):
+    root = make_image_folder(str(tmp_path / 'pets'))
+    out = str(tmp_path / 'pets.hdf5')
+    make_hdf5.main(['--dataset', 'ImageFolder', '--data_root', root, '--resolution', '32',
+                    '--out', out, '--batch_size', '3', '--num_workers', '0'])
+    loader = datasets.get_data_loaders('HDF5', out, batch_size=100, num_workers=0,
+                                       shuffle=False, drop_last=False,
+                                       load_in_mem=load_in_mem)[0]
+    x, y = next(iter(loader))
+    x_folder, y_folder = folder_tensors('ImageFolder', root, resolution=32)
+    assert torch.equal(x, x_folder) and torch.equal(y, y_folder)
+    assert datasets.dataset_info('HDF5', out).n_classes == 2
+
+
+def test_default_output_beside_a_custom_folder(tmp_path):
+    root = make_image_folder(str(tmp_path / 'pets'))
+    out = make_hdf5.run(config(dataset='ImageFolder', data_root=root + '/', resolution=64))
+    assert out == os.path.join(str(tmp_path), 'pets64.hdf5') and os.path.isfile(out)
+
+
+def test_rounding_inverts_the_loader_scaling_exactly():
+    u8 = torch.arange(256, dtype=torch.uint8)
+    x = (u8.float() / 255 - 0.5) * 2
+    assert torch.equal(make_hdf5.to_uint8(x), u8)
+    truncated = (255 * ((x + 1) / 2)).to(torch.uint8)  # the original: 63 values come back lower
+    assert (truncated != u8).sum() > 0
+
+
+def test_a_crash_leaves_no_file_under_the_final_name(tmp_path):
+    class Failing:
+        dataset = range(4)
+
+        def __iter__(self):
+            yield torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)
+            raise RuntimeError('disk full')
+
+    out = str(tmp_path / 'ILSVRC32.hdf5')
+    with pytest.raises(RuntimeError, match='disk full'):
+        make_hdf5.write_hdf5(Failing(), out, 32)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('dataset', ['I128_hdf5', 'HDF5'])
+def test_hdf5_source_is_refused(dataset, tmp_path):
+    with pytest.raises(ValueError, match=f'--dataset {dataset} is already HDF5'):
+        make_hdf5.run(config(dataset=dataset, data_root=str(tmp_path)))
+
+
+def test_bad_sizes_are_refused(tmp_path):
+    root = make_image_folder(str(tmp_path / 'pets'))
+    with pytest.raises(ValueError, match='--chunk_size must be at least 1'):
+        make_hdf5.run(config(dataset='ImageFolder', data_root=root, resolution=32, chunk_size=0))
+    with pytest.raises(ValueError, match='--resolution 48 has no BigGAN arch table'):
+        make_hdf5.run(config(dataset='ImageFolder', data_root=root, resolution=48))
