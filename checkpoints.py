@@ -48,10 +48,14 @@ def _fsync_dir(folder: str) -> None:
 
 def _write_temp(folder: str, name: str, write) -> str:
     tmp = os.path.join(folder, f'{_TMP}{os.getpid()}-{name}')
-    with open(tmp, 'wb') as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _remove(tmp)
+        raise
     return tmp
 
 
@@ -333,8 +337,9 @@ def checkpoint_folder(weights_root: str, experiment_name: str, name_suffix: Opti
     recover(folder)
     if not os.path.isfile(os.path.join(folder, file_name('G', name_suffix))):
         have = sorted(f for f in os.listdir(folder) if f.endswith('.pth'))
-        raise FileNotFoundError(f"{folder!r} has no {file_name('G', name_suffix)} (--load_weights "
-                                f"{name_suffix or repr('')}); it holds: {', '.join(have) or 'nothing'}")
+        raise FileNotFoundError(f"{folder!r} has no {file_name('G', name_suffix)} "
+                                f"(--load_weights {name_suffix or repr('')}); it holds: "
+                                f"{', '.join(have) or 'nothing'}")
     return folder
 
 

@@ -219,6 +219,22 @@ def which_G(G: nn.Module, G_ema: Optional[nn.Module], config: dict) -> nn.Module
     return G_ema if (G_ema is not None and config['use_ema']) else G
 
 
+@contextlib.contextmanager
+def preserve_state(net: nn.Module):
+    """Run sheets and metrics without side effects on training: a G sampled in train mode
+    updates its BN statistics and SN vectors (the original let those leak into training), and
+    standing statistics overwrite them; both are put back afterwards, with the mode."""
+    buffers = {name: buf.clone() for name, buf in net.named_buffers()}
+    mode = net.training
+    try:
+        yield net
+    finally:
+        with torch.no_grad():
+            for name, buf in net.named_buffers():
+                buf.copy_(buffers[name])
+        net.train(mode)
+
+
 def _standing_stats(net: nn.Module, sampler, config: dict) -> None:
     if config['accumulate_stats']:
         z, y = sampler.sample()
@@ -230,28 +246,32 @@ def save_and_sample(G, D, G_ema, G_optim, D_optim, sampler, fixed_z, fixed_y, st
                     config, experiment_name, training_state: Optional[dict] = None) -> None:
     """Save the checkpoint (and a rotating copy), then the fixed, class and interpolation
     sheets (spec 5.3, 6.4). `training_state` (RNG states) is saved inside state_dict.pth."""
+    # The ring counter is advanced before saving, so a resumed run writes the next slot (the
+    # original saved the old value and overwrote its newest copy after a resume).
+    slot = state_dict['save_num']
+    if config['num_save_copies'] > 0:
+        state_dict['save_num'] = (slot + 1) % config['num_save_copies']
     state = dict(state_dict, **(training_state or {}))
     root, name = config['weights_root'], experiment_name
     checkpoints.save_weights(G, D, G_optim, D_optim, state, root, name, None, G_ema)
     if config['num_save_copies'] > 0:
-        checkpoints.save_weights(G, D, G_optim, D_optim, state, root, name,
-                                 f"copy{state_dict['save_num']}", G_ema)
-        state_dict['save_num'] = (state_dict['save_num'] + 1) % config['num_save_copies']
+        checkpoints.save_weights(G, D, G_optim, D_optim, state, root, name, f'copy{slot}',
+                                 G_ema)
 
-    net = which_G(G, G_ema, config)
-    _standing_stats(net, sampler, config)
     itr = state_dict['itr']
     folder = os.path.join(config['samples_root'], experiment_name)
     os.makedirs(folder, exist_ok=True)
-    with torch.no_grad():
-        fixed = net(fixed_z, net.shared(fixed_y))
-    sampling.save_image(fixed, os.path.join(folder, f'fixed_samples{itr}.jpg'),
-                        nrow=int(fixed_z.shape[0] ** 0.5))
-    sampling.sample_sheet(net, config['classes_per_sheet'], config['n_classes'], 10,
-                          config['samples_root'], experiment_name, itr, sampler)
-    for fix_z, fix_y in ((False, False), (False, True), (True, False)):
-        sampling.interp_sheet(net, 16, 8, config['n_classes'], config['samples_root'],
-                              experiment_name, itr, sampler, fix_z=fix_z, fix_y=fix_y)
+    with preserve_state(which_G(G, G_ema, config)) as net:
+        _standing_stats(net, sampler, config)
+        with torch.no_grad():
+            fixed = net(fixed_z, net.shared(fixed_y))
+        sampling.save_image(fixed, os.path.join(folder, f'fixed_samples{itr}.jpg'),
+                            nrow=int(fixed_z.shape[0] ** 0.5))
+        sampling.sample_sheet(net, config['classes_per_sheet'], config['n_classes'], 10,
+                              config['samples_root'], experiment_name, itr, sampler)
+        for fix_z, fix_y in ((False, False), (False, True), (True, False)):
+            sampling.interp_sheet(net, 16, 8, config['n_classes'], config['samples_root'],
+                                  experiment_name, itr, sampler, fix_z=fix_z, fix_y=fix_y)
 
 
 def test(G, D, G_ema, G_optim, D_optim, sampler, state_dict, config, sample,
@@ -259,23 +279,23 @@ def test(G, D, G_ema, G_optim, D_optim, sampler, state_dict, config, sample,
          training_state: Optional[dict] = None) -> dict:
     """IS/FID of `sample()`; keep the best `num_best_copies` checkpoints by --which_best and
     append the JSONL record (spec 5.3, 6.1)."""
-    net = which_G(G, G_ema, config)
-    _standing_stats(net, sampler, config)
-    IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
-                                                 num_splits=10)
+    with preserve_state(which_G(G, G_ema, config)) as net:
+        _standing_stats(net, sampler, config)
+        IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
+                                                     num_splits=10)
     itr = state_dict['itr']
     print(f'Itr {itr}: Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, FID is {FID:5.4f}')
     improved = ((config['which_best'] == 'IS' and IS_mean > state_dict['best_IS'])
                 or (config['which_best'] == 'FID' and FID < state_dict['best_FID']))
-    if improved:
-        print(f"{config['which_best']} improved over previous best, saving checkpoint...")
-        state = dict(state_dict, **(training_state or {}))
-        checkpoints.save_weights(G, D, G_optim, D_optim, state, config['weights_root'],
-                                 experiment_name, f"best{state_dict['save_best_num']}", G_ema)
-        state_dict['save_best_num'] = (state_dict['save_best_num'] + 1) % \
-            config['num_best_copies']
     state_dict['best_IS'] = max(state_dict['best_IS'], float(IS_mean))
     state_dict['best_FID'] = min(state_dict['best_FID'], float(FID))
+    if improved:
+        print(f"{config['which_best']} improved over previous best, saving checkpoint...")
+        slot = state_dict['save_best_num']
+        state_dict['save_best_num'] = (slot + 1) % config['num_best_copies']
+        state = dict(state_dict, **(training_state or {}))
+        checkpoints.save_weights(G, D, G_optim, D_optim, state, config['weights_root'],
+                                 experiment_name, f'best{slot}', G_ema)
     record = {'itr': int(itr), 'IS_mean': float(IS_mean), 'IS_std': float(IS_std),
               'FID': float(FID)}
     extra = getattr(get_inception_metrics, 'last_extra', None)

@@ -296,9 +296,6 @@ def parse_config(argv: Optional[List[str]] = None, sample: bool = False) -> Conf
     validate(config)
     info = datasets.dataset_info(config['dataset'], config['data_root'],
                                  config['resolution'] or None)
-    if config['resolution'] and config['resolution'] != info.resolution:
-        raise ValueError(f"--resolution {config['resolution']} conflicts with --dataset "
-                         f"{config['dataset']}, whose images are {info.resolution} pixels")
     config['resolution'] = info.resolution
     config['n_classes'] = info.n_classes
     config['classes_per_sheet'] = info.classes_per_sheet
