@@ -236,6 +236,9 @@ class InceptionMetrics:
         `num_inception_images` images (split evenly over processes under torch.distributed).
         `use_torch` picks the fast torch matrix square root; False, scipy's exact sqrtm.
         """
+        if num_inception_images < num_splits:
+            raise ValueError(f'--num_inception_images {num_inception_images} must be at least '
+                             f'the number of IS splits ({num_splits})')
         say = print if prints and rank() == 0 else (lambda *args: None)
         say('Gathering activations...')
         per_process = -(-num_inception_images // world_size())

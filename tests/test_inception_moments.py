@@ -103,10 +103,11 @@ def test_command_writes_the_original_keys(image_folder, tmp_path, monkeypatch, c
     assert 'Saved the Inception moments of 5 images' in capsys.readouterr().out
 
 
-def test_command_on_the_data_layer(image_folder, tmp_path):
+def test_command_on_the_data_layer(image_folder, tmp_path, monkeypatch):
     datasets = pytest.importorskip('datasets')
     if not hasattr(datasets, 'get_data_loaders'):
         pytest.skip('the data layer (datasets.py) is not merged yet')
+    monkeypatch.chdir(tmp_path)  # whatever the data layer caches in the current folder lands here
     weights = tmp_path / 'w.pth'
     net = save_random_weights(weights, seed=3)
     out = tmp_path / 'm.npz'

@@ -119,6 +119,12 @@ def test_no_fid_returns_9999_without_moments(tiny_net, capsys):
     assert 'Gathering activations' in capsys.readouterr().out
 
 
+def test_fewer_images_than_splits_are_refused(tiny_net):
+    get_metrics = prepare_inception_metrics('C10', no_fid=True)
+    with pytest.raises(ValueError, match='--num_inception_images 5 must be at least'):
+        get_metrics(Sampler(uniform_images(10), 5), 5, num_splits=10)
+
+
 def test_real_network_loads_lazily_from_a_weight_file(tmp_path):
     weights = tmp_path / 'w.pth'
     save_random_weights(weights)
