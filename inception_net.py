@@ -60,7 +60,7 @@ def _check_images(x: torch.Tensor) -> None:
         raise ValueError(f'Inception input must be uint8 in [0, 255] or float in [-1, 1]; '
                          f'got dtype {x.dtype}')
     if x.numel():
-        lo, hi = x.min().item(), x.max().item()
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync, not two
         # A little slack for rounding in low precision; NaN fails both comparisons.
         if not (lo >= -1.001 and hi <= 1.001):
             raise ValueError(f'float Inception input must lie in [-1, 1] (uint8 images: pass '

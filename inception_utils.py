@@ -179,11 +179,12 @@ def forward_batches(net: nn.Module, batches: Iterable[torch.Tensor], device,
 
 
 def extract_features(net: nn.Module, batches: Iterable[torch.Tensor], device,
-                     limit: Optional[int] = None,
-                     progress: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """All (pool, logits) of `batches` (whole batches until `limit` images), concatenated."""
+                     limit: Optional[int] = None, progress: bool = False,
+                     total: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All (pool, logits) of `batches` (whole batches until `limit` images), concatenated.
+    `total` only sizes the progress bar."""
     pools, logits = [], []
-    with tqdm(total=limit, unit='img', disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=total or limit, unit='img', disable=not progress, file=sys.stderr) as bar:
         for pool, logit in forward_batches(net, batches, device, limit):
             pools.append(pool)
             logits.append(logit)
@@ -344,7 +345,7 @@ def score_samples(samples: str, moments_path: Optional[str] = None, inception: s
                          f'{num_splits}')
     if net is None:
         net = load_inception_net(kind, inception_weights, device)
-    pool, logits = extract_features(net, batches, device, progress=True)
+    pool, logits = extract_features(net, batches, device, progress=True, total=count)
     is_mean, is_std = calculate_inception_score(F.softmax(logits.double(), 1), num_splits)
     result = {'IS_mean': is_mean, 'IS_std': is_std, 'FID': None, 'KID_mean': None,
               'KID_std': None, 'num_images': len(pool), 'inception': kind}

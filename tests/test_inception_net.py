@@ -177,6 +177,22 @@ def test_tf1_resize_matches_reference(in_size, out_size):
             np.testing.assert_allclose(ours[n, c].numpy(), expected, rtol=0, atol=1e-3)
 
 
+GOLDEN = os.path.join(os.path.dirname(__file__), 'golden', 'inception', 'tf1_resize.npz')
+
+
+def test_tf1_resize_equals_tensorflow_bit_for_bit():
+    golden = np.load(GOLDEN)
+    index = torch.from_numpy(golden['index'])
+    sizes = [key for key in golden.files if key not in ('index', 'tensorflow_version')]
+    assert len(sizes) == 6
+    for key in sizes:
+        height, width = map(int, key.split('x'))
+        image = np.random.RandomState(height * 1000 + width).randint(
+            0, 256, size=(3, height, width)).astype(np.uint8)
+        ours = resize_bilinear_tf1(torch.from_numpy(image)[None].float(), (299, 299))[0]
+        assert np.array_equal(ours[:, index][:, :, index].numpy(), golden[key]), key
+
+
 def test_tf1_resize_has_no_half_pixel_shift():
     x = torch.tensor([[[[0.0, 100.0]]]])
     out = resize_bilinear_tf1(x, (1, 4))

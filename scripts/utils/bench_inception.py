@@ -1,6 +1,7 @@
 """Inception feature-extraction throughput: images / s, one JSON line per setting.
 
-    python scripts/utils/bench_inception.py --kind tf torchvision --resolution 32 128 --batch_size 16
+    python scripts/utils/bench_inception.py --kind tf torchvision --resolution 32 128 \
+        --batch_size 16
 
 Random weights (speed does not depend on their values), uint8 input for `tf` and float input
 in [-1, 1] for `torchvision`, as each mode is fed. Times whole forward passes (resize included)
