@@ -343,7 +343,9 @@ def load_weights(net: nn.Module, path: str) -> nn.Module:
             if keys:
                 more = f' and {len(keys) - 5} more' if len(keys) > 5 else ''
                 problems.append(f'{what} keys: {", ".join(keys[:5])}{more}')
-        raise ValueError(f'Inception weights {path} do not fit {type(net).__name__}: '
+        kind = 'torchvision' if isinstance(net, TorchvisionInceptionV3) else 'tf'
+        raise ValueError(f'Inception weights {path} do not fit the --inception {kind} network '
+                         f'(it takes {os.path.basename(WEIGHTS_URLS[kind])}): '
                          + '; '.join(problems))
     target.load_state_dict(state, strict=True)
     return net

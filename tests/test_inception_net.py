@@ -81,8 +81,9 @@ def test_wrong_keys_are_named(tmp_path):
     state['classifier.weight'] = state.pop('fc.weight')
     torch.save(state, tmp_path / 'bad.pth')
     with pytest.raises(ValueError, match=r'missing keys: fc\.weight.*unexpected keys: '
-                                         r'classifier\.weight'):
+                                         r'classifier\.weight') as err:
         load_weights(build_inception_net('tf'), str(tmp_path / 'bad.pth'))
+    assert 'takes pt_inception-2015-12-05-6726825d.pth' in str(err.value)
 
 
 def test_wrong_shapes_are_named(tmp_path):
