@@ -14,7 +14,7 @@ Entry points: `accumulate_statistics` (the core, on any iterable of (images, lab
 import argparse
 import os
 import sys
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from inception_metrics import ISAccumulator
 from inception_net import check_kind
-from inception_utils import (all_gather_rows, all_reduce_sum, default_moments_path,
+from inception_utils import (Device, all_gather_rows, all_reduce_sum, default_moments_path,
                              forward_batches, load_inception_net, rank, save_moments, world_size)
 
 
@@ -91,8 +91,8 @@ class _Reservoir:
 
 
 def accumulate_statistics(batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], net: nn.Module,
-                          device='cpu', num_images: Optional[int] = None, num_splits: int = 10,
-                          num_kid_features: int = 10000, seed: int = 0,
+                          device: Device = 'cpu', num_images: Optional[int] = None,
+                          num_splits: int = 10, num_kid_features: int = 10000, seed: int = 0,
                           progress: bool = False) -> dict:
     """Stream (images, labels) batches through `net`; return the dataset statistics.
 
@@ -191,7 +191,8 @@ def run(config: dict) -> dict:
     return stats
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
+    """Parse the flags and run."""
     run(vars(prepare_parser().parse_args(argv)))
 
 

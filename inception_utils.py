@@ -15,7 +15,7 @@ import itertools
 import json
 import os
 import sys
-from typing import Callable, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -28,11 +28,12 @@ from inception_metrics import (calculate_frechet_distance, calculate_inception_s
                                calculate_kid, feature_moments)
 from inception_net import build_inception_net, check_kind, load_weights, resolve_weights
 
+Device = Union[str, torch.device]  # 'cpu', 'cuda', 'cuda:1' or a torch.device
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.webp', '.tif', '.tiff')
 
 
 def load_inception_net(kind: str = 'tf', weights_path: Optional[str] = None,
-                       device='cpu', parallel: bool = False) -> nn.Module:
+                       device: Device = 'cpu', parallel: bool = False) -> nn.Module:
     """The Inception network of `kind` ('tf' or 'torchvision') with its weights, in eval mode.
 
     Weights come from `weights_path` (--inception_weights), else the torch hub cache, else a
@@ -141,7 +142,7 @@ def load_moments(path: str, kind: Optional[str] = None, need_kid: bool = False,
     return moments
 
 
-def save_moments(path: str, **arrays) -> None:
+def save_moments(path: str, **arrays: np.ndarray) -> None:
     """Write an npz through a temporary file in the same folder and a rename, so a reader never
     sees half a file."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -158,7 +159,7 @@ def save_moments(path: str, **arrays) -> None:
 
 # --- features --------------------------------------------------------------------------------
 
-def forward_batches(net: nn.Module, batches: Iterable[torch.Tensor], device,
+def forward_batches(net: nn.Module, batches: Iterable[torch.Tensor], device: Device,
                     limit: Optional[int] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """Yield (pool, logits) in float32 for each image batch; stop once `limit` images are done.
 
@@ -178,7 +179,7 @@ def forward_batches(net: nn.Module, batches: Iterable[torch.Tensor], device,
             yield pool.float(), logits.float()
 
 
-def extract_features(net: nn.Module, batches: Iterable[torch.Tensor], device,
+def extract_features(net: nn.Module, batches: Iterable[torch.Tensor], device: Device,
                      limit: Optional[int] = None, progress: bool = False,
                      total: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """All (pool, logits) of `batches` (whole batches until `limit` images), concatenated.
@@ -203,8 +204,9 @@ class InceptionMetrics:
     """
 
     def __init__(self, moments_path: str, no_fid: bool = False, inception: str = 'tf',
-                 inception_weights: Optional[str] = None, device=None, parallel: bool = False,
-                 use_kid: bool = False, net: Optional[nn.Module] = None, hint: str = '') -> None:
+                 inception_weights: Optional[str] = None, device: Optional[Device] = None,
+                 parallel: bool = False, use_kid: bool = False, net: Optional[nn.Module] = None,
+                 hint: str = '') -> None:
         self.kind = check_kind(inception)
         self.moments_path = moments_path
         self.no_fid, self.use_kid = no_fid, use_kid
@@ -217,6 +219,7 @@ class InceptionMetrics:
 
     @property
     def net(self) -> nn.Module:
+        """The Inception network, loaded (weights included) on first use."""
         if self._net is None:
             self._net = load_inception_net(self.kind, self.weights_path, self.device,
                                            self.parallel)
@@ -265,7 +268,8 @@ class InceptionMetrics:
 
 def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool = False,
                               moments_path: Optional[str] = None, inception: str = 'tf',
-                              inception_weights: Optional[str] = None, device=None,
+                              inception_weights: Optional[str] = None,
+                              device: Optional[Device] = None,
                               use_kid: bool = False) -> InceptionMetrics:
     """Return `get_inception_metrics(sample, num_inception_images, num_splits=10, prints=True,
     use_torch=True) -> (IS_mean, IS_std, FID)` for `train.py` and `sample.py`.
@@ -325,7 +329,7 @@ def _folder_batches(path: str, batch_size: int) -> Tuple[int, Iterator[torch.Ten
 def score_samples(samples: str, moments_path: Optional[str] = None, inception: str = 'tf',
                   inception_weights: Optional[str] = None, batch_size: int = 64,
                   num_splits: int = 10, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                  device=None, net: Optional[nn.Module] = None) -> dict:
+                  device: Optional[Device] = None, net: Optional[nn.Module] = None) -> dict:
     """IS, FID and KID of an npz of samples or a folder of images, FID with scipy's sqrtm.
 
     FID and KID are None without a moments file; KID is None when the file has no
@@ -384,7 +388,8 @@ def prepare_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
+    """Score --samples and print one JSON line."""
     args = prepare_parser().parse_args(argv)
     result = score_samples(args.samples, args.moments_path, args.inception,
                            args.inception_weights, args.batch_size, args.num_splits,

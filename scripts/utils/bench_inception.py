@@ -21,6 +21,7 @@ from inception_net import build_inception_net  # noqa: E402
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU with its thread count."""
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
     return f'cpu ({torch.get_num_threads()} threads)'
@@ -53,6 +54,7 @@ def bench(kind: str, resolution: int, batch_size: int, device: torch.device, ite
 
 
 def main(argv=None) -> None:
+    """Parse the flags; bench every (kind, resolution) pair."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--kind', nargs='+', default=['tf', 'torchvision'],
                         choices=['tf', 'torchvision'])
