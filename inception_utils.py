@@ -336,6 +336,8 @@ def score_samples(samples: str, moments_path: Optional[str] = None, inception: s
     `kid_features` (older files, or ones made with --num_kid_features 0).
     """
     kind = check_kind(inception)
+    if batch_size < 1:
+        raise ValueError(f'--batch_size must be at least 1; got {batch_size}')
     device = torch.device(device) if device is not None else default_device()
     moments = load_moments(moments_path, kind) if moments_path is not None else None
     if os.path.isdir(samples):

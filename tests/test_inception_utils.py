@@ -172,6 +172,8 @@ def test_bad_samples_are_explained(tmp_path):
     np.savez(tmp_path / 'few.npz', x=np.zeros((4, 3, 8, 8), np.uint8))
     with pytest.raises(ValueError, match='4 images are fewer than --num_splits 10'):
         score_samples(str(tmp_path / 'few.npz'), net=TinyFeatureNet())
+    with pytest.raises(ValueError, match='--batch_size must be at least 1'):
+        score_samples(str(tmp_path / 'few.npz'), batch_size=0, net=TinyFeatureNet())
     with pytest.raises(FileNotFoundError, match='--samples'):
         score_samples(str(tmp_path / 'none.npz'), net=TinyFeatureNet())
 
