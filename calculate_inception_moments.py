@@ -1,0 +1,200 @@
+"""Inception moments of a dataset's images: the reference `mu` and `sigma` that FID compares to.
+
+`python calculate_inception_moments.py --dataset I128_hdf5 --data_root data` runs the Inception
+network over every image of the dataset (any dataset of `datasets.py`, including
+`--dataset ImageFolder --data_root DIR --resolution R`), prints the real data's Inception Score
+and writes an npz with the original's keys `mu` (2048,) and `sigma` (2048, 2048), plus
+`num_images`, `inception` (which network) and `kid_features` (a uniform random subset of the
+features, for KID). Unlike the original it streams: only float64 sums of the features and of
+their outer products are kept, never all activations. Under torchrun every process takes its
+share of the images and the sums are added up across processes; rank 0 writes the file.
+Entry points: `accumulate_statistics` (the core, on any iterable of (images, labels) batches),
+`run(config)`, `main()`.
+"""
+import argparse
+import os
+import sys
+from typing import Iterable, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from inception_metrics import ISAccumulator
+from inception_net import check_kind
+from inception_utils import (Device, all_gather_rows, all_reduce_sum, default_moments_path,
+                             forward_batches, load_inception_net, rank, save_moments, world_size)
+
+
+def prepare_parser() -> argparse.ArgumentParser:
+    """The original's flags (same names and defaults) plus the new ones."""
+    parser = argparse.ArgumentParser(description='Inception moments (mu, sigma) of a dataset')
+    parser.add_argument('--dataset', default='I128_hdf5',
+                        help='a dataset name of datasets.py (default: %(default)s)')
+    parser.add_argument('--data_root', default='data', help='default: %(default)s')
+    parser.add_argument('--batch_size', type=int, default=64, help='default: %(default)s')
+    parser.add_argument('--parallel', action='store_true',
+                        help='DataParallel over all visible GPUs')
+    parser.add_argument('--augment', action='store_true', help='augment the images as in training')
+    parser.add_argument('--num_workers', type=int, default=8, help='default: %(default)s')
+    parser.add_argument('--shuffle', action='store_true',
+                        help='shuffle the images (data in label order underestimates the IS that '
+                             'is printed; the moments do not change)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seeds the shuffle and the KID feature subset (default: %(default)s)')
+    # New flags.
+    parser.add_argument('--resolution', type=int, default=None,
+                        help='image size for custom folders (--dataset ImageFolder)')
+    parser.add_argument('--inception', default='tf', choices=['tf', 'torchvision'],
+                        help='tf: the TF-exact network of published FIDs (default); '
+                             'torchvision: the original monitoring network')
+    parser.add_argument('--inception_weights', default=None,
+                        help='weight file (default: torch hub cache, else download)')
+    parser.add_argument('--moments_path', default=None,
+                        help='output npz (default: <dataset without _hdf5>_inception_moments.npz '
+                             'in the current folder, the original\'s name)')
+    parser.add_argument('--num_kid_features', type=int, default=10000,
+                        help='features kept (a uniform random subset) for KID; 0 keeps none '
+                             '(default: %(default)s, 80 MB)')
+    return parser
+
+
+class _Reservoir:
+    """A uniform random subset of at most `size` rows from a stream (reservoir sampling)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seen = size, 0
+        self.rng = np.random.default_rng(seed)
+        self.rows: Optional[np.ndarray] = None
+
+    def add(self, rows: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        if self.rows is None:
+            self.rows = np.empty((self.size, rows.shape[1]), np.float32)
+        # Row t of the stream (0-based) replaces a random kept row with probability size/(t+1).
+        slots = self.rng.integers(0, np.arange(self.seen + 1, self.seen + len(rows) + 1))
+        for t, (slot, row) in enumerate(zip(slots, rows), start=self.seen):
+            if t < self.size:
+                self.rows[t] = row
+            elif slot < self.size:
+                self.rows[slot] = row
+        self.seen += len(rows)
+
+    def result(self) -> np.ndarray:
+        if self.rows is None:
+            return np.empty((0, 0), np.float32)
+        return self.rows[:min(self.seen, self.size)]
+
+
+def accumulate_statistics(batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], net: nn.Module,
+                          device: Device = 'cpu', num_images: Optional[int] = None,
+                          num_splits: int = 10, num_kid_features: int = 10000, seed: int = 0,
+                          progress: bool = False) -> dict:
+    """Stream (images, labels) batches through `net`; return the dataset statistics.
+
+    Returns a dict with `mu` (D,) and `sigma` (D, D) (unbiased) in float64, `num_images`,
+    `kid_features` (up to `num_kid_features` rows, float32) and `IS_mean`/`IS_std` (None unless
+    `num_images`, this process's image count, is given: the IS splits need it up front).
+    Under torch.distributed the sums are added over all processes and every process gets the
+    same result; pass each process's own image count.
+    """
+    count, total, outer = 0, None, None
+    inception_score = (ISAccumulator(num_splits, num_images)
+                       if num_images is not None and num_images >= num_splits else None)
+    # Each process keeps its share, so the gathered subset has about num_kid_features rows.
+    reservoir = _Reservoir(-(-num_kid_features // world_size()), seed + rank())
+    images = (batch[0] for batch in batches)
+    with tqdm(total=num_images, unit='img', disable=not progress, file=sys.stderr) as bar:
+        for pool, logits in forward_batches(net, images, device):
+            features = pool.double()
+            if total is None:
+                total = features.new_zeros(features.shape[1])
+                outer = features.new_zeros(features.shape[1], features.shape[1])
+            # float64 sums: the covariance below subtracts two large, nearly equal numbers.
+            total += features.sum(0)
+            outer += features.t() @ features
+            count += len(features)
+            if inception_score is not None:
+                inception_score.update(F.softmax(logits.double(), 1))
+            reservoir.add(pool.cpu().numpy())
+            bar.update(len(pool))
+    if total is None:
+        raise ValueError('no images to compute Inception moments of')
+    count_t = all_reduce_sum(torch.tensor([float(count)], dtype=torch.float64,
+                                          device=total.device))
+    n = int(count_t.item())
+    if n < 2:
+        raise ValueError(f'Inception moments need at least 2 images; got {n}')
+    mu = all_reduce_sum(total) / n
+    sigma = (all_reduce_sum(outer) - n * torch.outer(mu, mu)) / (n - 1)
+    stats = {'mu': mu.cpu().numpy(), 'sigma': sigma.cpu().numpy(), 'num_images': n,
+             'IS_mean': None, 'IS_std': None}
+    if inception_score is not None:
+        for part in inception_score.sums():
+            all_reduce_sum(part)
+        stats['IS_mean'], stats['IS_std'] = inception_score.score()
+    kept = torch.from_numpy(reservoir.result()).to(total.device)
+    stats['kid_features'] = all_gather_rows(kept).cpu().numpy()[:num_kid_features]
+    return stats
+
+
+def _setup_distributed() -> torch.device:
+    """Join the torchrun process group if launched by torchrun; return this process's device."""
+    launched = int(os.environ.get('WORLD_SIZE', '1')) > 1
+    if torch.cuda.is_available():
+        local = int(os.environ.get('LOCAL_RANK', '0'))
+        torch.cuda.set_device(local)
+        device = torch.device('cuda', local)
+    else:
+        device = torch.device('cpu')
+    if launched and not dist.is_initialized():
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    return device
+
+
+def run(config: dict) -> dict:
+    """Compute and save the moments of `config['dataset']`; returns the statistics."""
+    kind = check_kind(config['inception'])
+    path = config.get('moments_path') or default_moments_path(config['dataset'])
+    device = _setup_distributed()
+    import datasets  # the data layer; imported here so the metrics work without it
+    loader = datasets.get_data_loaders(
+        config['dataset'], data_root=config['data_root'], augment=config['augment'],
+        batch_size=config['batch_size'], num_workers=config['num_workers'],
+        shuffle=config['shuffle'], load_in_mem=False, pin_memory=False, drop_last=False,
+        use_multiepoch_sampler=False, resolution=config.get('resolution'), seed=config['seed'],
+        rank=rank(), world_size=world_size())[0]
+    net = load_inception_net(kind, config.get('inception_weights'), device, config['parallel'])
+    try:
+        num_images = len(loader.sampler)  # this process's share
+    except TypeError:
+        num_images = None
+    stats = accumulate_statistics(loader, net, device, num_images,
+                                  num_kid_features=config.get('num_kid_features', 10000),
+                                  seed=config['seed'], progress=rank() == 0)
+    if rank() == 0:
+        if stats['IS_mean'] is not None:
+            print(f'Training data from dataset {config["dataset"]} has IS of '
+                  f'{stats["IS_mean"]:5.5f} +/- {stats["IS_std"]:5.5f}')
+        else:
+            print(f'No Inception Score: {num_images} images per process, fewer than 10 splits')
+        arrays = {'mu': stats['mu'], 'sigma': stats['sigma'],
+                  'num_images': np.int64(stats['num_images']), 'inception': np.array(kind)}
+        if len(stats['kid_features']):
+            arrays['kid_features'] = stats['kid_features']
+        save_moments(path, **arrays)
+        print(f'Saved the Inception moments of {stats["num_images"]} images to {path}')
+    return stats
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Parse the flags and run."""
+    run(vars(prepare_parser().parse_args(argv)))
+
+
+if __name__ == '__main__':
+    main()
