@@ -130,7 +130,8 @@ def run(config: dict) -> dict:
         use_multiepoch_sampler=config['use_multiepoch_sampler'],
         resolution=config['resolution'], seed=config['seed'])[0]
 
-    get_inception_metrics = prepare_metrics(config, device)
+    last_itr = planned_iters(config, loader)
+    get_inception_metrics = prepare_metrics(config, device, last_itr)
     fixed = sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'], device,
                                   seed=config['seed'] + 1)
     fixed_z, fixed_y = fixed.sample()
@@ -145,27 +146,35 @@ def run(config: dict) -> dict:
     try:
         loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, state_dict,
              train_log, test_log, get_inception_metrics, fixed_z, fixed_y, experiment_name,
-             device)
+             device, last_itr)
     finally:
         train_log.close()
     return state_dict
 
 
-def prepare_metrics(config: dict, device):
-    """IS/FID for test(): the Inception net loads lazily, at the first test."""
-    try:
-        import inception_utils
-    except ImportError:
-        inception_utils = None
-    if inception_utils is None:
-        def unavailable(*args, **kwargs):
-            raise RuntimeError('IS/FID need inception_utils.py, which is not installed here; '
-                               'raise --test_every past --num_iters to train without tests')
-        return unavailable
+def planned_iters(config: dict, loader) -> int:
+    """The iteration at which this run will stop: --num_iters, else the end of the data."""
+    if config['num_iters']:
+        return config['num_iters']
+    if config['use_multiepoch_sampler']:
+        return loader.sampler.start_itr + len(loader)
+    return config['num_epochs'] * loader.sampler.batches_per_epoch
+
+
+def prepare_metrics(config: dict, device, last_itr: int):
+    """IS/FID(/KID) for test(). The Inception net loads at the first test; the moments file is
+    checked now, so a missing one fails at start-up, unless no test falls within the run."""
+    import inception_utils
+    if config['test_every'] > last_itr:
+        def no_tests(*args, **kwargs):
+            raise RuntimeError('no test was planned in this run (--test_every is beyond its '
+                               'last iteration)')
+        return no_tests
     return inception_utils.prepare_inception_metrics(
         config['dataset'], config['parallel'], config['no_fid'],
         moments_path=config['moments_path'] or None, inception=config['inception'],
-        inception_weights=config['inception_weights'] or None, device=device)
+        inception_weights=config['inception_weights'] or None, device=device,
+        use_kid=config['use_kid'])
 
 
 def _batches(loader, config: dict, state_dict: dict):
@@ -184,11 +193,9 @@ def _batches(loader, config: dict, state_dict: dict):
 
 def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, state_dict,
          train_log, test_log, get_inception_metrics, fixed_z, fixed_y, experiment_name,
-         device) -> None:
-    """The iteration loop: train, log, save and sample, test."""
+         device, total: int) -> None:
+    """The iteration loop: train, log, test, save and sample."""
     num_iters = config['num_iters']
-    total = num_iters or (state_dict['itr'] + len(loader) if config['use_multiepoch_sampler']
-                          else config['num_epochs'] * max(len(loader), 1))
     batches = _batches(loader, config, state_dict)
     if config['pbar'] == 'tqdm':
         batches = tqdm(batches, total=total, initial=state_dict['itr'], dynamic_ncols=True)

@@ -298,8 +298,8 @@ def test(G, D, G_ema, G_optim, D_optim, sampler, state_dict, config, sample,
                                  experiment_name, f'best{slot}', G_ema)
     record = {'itr': int(itr), 'IS_mean': float(IS_mean), 'IS_std': float(IS_std),
               'FID': float(FID)}
-    extra = getattr(get_inception_metrics, 'last_extra', None)
-    if extra:
-        record.update({k: float(v) for k, v in extra.items()})
+    last = getattr(get_inception_metrics, 'last', None) or {}
+    if last.get('KID_mean') is not None:
+        record.update(KID_mean=float(last['KID_mean']), KID_std=float(last['KID_std']))
     test_log.log(record)
     return record

@@ -151,6 +151,8 @@ NEW_FLAGS = [
     ('inception_weights', str, '', 'path of the Inception weights (default: torch hub cache)'),
     ('moments_path', str, '', 'dataset Inception moments file (default: <dataset>_inception_'
                               'moments.npz)'),
+    ('use_kid', _FLAG, False, 'also compute KID at each test (the moments file must hold KID '
+                              'features)'),
 ]
 
 TRAIN_ONLY = {'num_iters'}

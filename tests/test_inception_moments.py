@@ -119,12 +119,12 @@ def test_command_on_the_data_layer(image_folder, tmp_path, monkeypatch):
     weights = tmp_path / 'w.pth'
     net = save_random_weights(weights, seed=3)
     out = tmp_path / 'm.npz'
-    cim.main(['--dataset', 'ImageFolder', '--data_root', str(image_folder), '--resolution', '16',
+    cim.main(['--dataset', 'ImageFolder', '--data_root', str(image_folder), '--resolution', '32',
               '--batch_size', '2', '--num_workers', '0', '--inception_weights', str(weights),
               '--moments_path', str(out)])
     loader = datasets.get_data_loaders('ImageFolder', data_root=str(image_folder),
                                        batch_size=5, num_workers=0, shuffle=False,
-                                       drop_last=False, resolution=16)[0]
+                                       drop_last=False, resolution=32)[0]
     with torch.no_grad():
         pool = torch.cat([net(x)[0] for x, _ in loader]).double().numpy()
     moments = load_moments(str(out), kind='tf')
