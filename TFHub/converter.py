@@ -53,6 +53,7 @@ class ConversionError(ValueError):
 
 
 def check_resolution(resolution: int) -> None:
+    """ValueError unless a TF-Hub BigGAN module exists at `resolution`."""
     if resolution not in RESOLUTIONS:
         raise ValueError(f'resolution={resolution!r}: TF-Hub BigGAN modules exist for '
                          f'{list(RESOLUTIONS)} only')
@@ -326,6 +327,7 @@ def generate_samples(G: BigGAN.Generator, batch_size: int, path: str, seed: Opti
 # ------------------------------------------------------------------------------------------------
 
 def _positive_int(text: str) -> int:
+    """argparse type of --batch_size."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f'{value} is not a positive integer')
