@@ -1,0 +1,425 @@
+"""Convert DeepMind's TF-Hub BigGAN generators (biggan-128/256/512, version 2) to
+`BigGAN.Generator` state_dicts.
+
+Per resolution: open the module's variables (`--module_path`: a module folder or an .h5 dump;
+otherwise `<weights_dir>/biggan-<res>.h5`, downloaded from TF-Hub and dumped first when absent or
+with `--redownload`), map them with `convert_variables` (a pure function of a {TF name: array}
+mapping), load the result with strict=True into `BigGAN.Generator(**get_config(res))`, save
+`<weights_dir>/biggan-<res>.pth` atomically and, with `--generate_samples`, draw
+`<samples_dir>/biggan<res>_samples.jpg`.
+
+    python TFHub/converter.py -r 128 --module_path biggan-128.h5 --generate_samples
+
+The mapping, the differences between the two generators and what the tests verify are in
+TFHub/README.md; the TF-side architecture is spelled out in TFHub/biggan_v1.py.
+"""
+import argparse
+import math
+import os
+import re
+import sys
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+if __package__ in (None, ''):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import BigGAN  # noqa: E402
+import layers  # noqa: E402
+from TFHub.variables import (ModulePathError, atomic_path, canonical_name,  # noqa: E402
+                             download_module, dump_to_hdf5, open_variables)
+
+RESOLUTIONS = (128, 256, 512)
+Z_DIMS = {128: 120, 256: 140, 512: 128}
+ATTENTION = {128: '64', 256: '128', 512: '64'}   # after GBlock 3 / 4 / 3 (TF: before 4 / 5 / 4)
+MODULE_URL = 'https://tfhub.dev/deepmind/biggan-{}/2'
+EMA_SUFFIX = 'ema_b999900'
+EMA_LEAVES = ('w', 'b', 'gamma', 'beta')       # the variables that have an EMA variant
+IGNORED_LEAVES = ('u1', 'accumulation_counter')  # read by neither generator
+TF_EPS = 1e-4         # TF's eps for every BN and for SN's vector normalization
+CH = 96               # every TF-Hub BigGAN is ch 96
+SHARED_DIM = 128      # class embedding size
+N_CLASSES = 1000
+BOTTOM = 4            # G_linear's output is a BOTTOM x BOTTOM map
+
+
+class ConversionError(ValueError):
+    """Variables that do not make the requested module: missing, misshapen, other resolution."""
+
+
+def check_resolution(resolution: int) -> None:
+    """ValueError unless a TF-Hub BigGAN module exists at `resolution`."""
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f'resolution={resolution!r}: TF-Hub BigGAN modules exist for '
+                         f'{list(RESOLUTIONS)} only')
+
+
+def get_config(resolution: int) -> dict:
+    """`BigGAN.Generator` keyword arguments of the TF-Hub module at `resolution`.
+
+    The flag equivalent: --G_ch 96 --G_shared --shared_dim 128 --hier --dim_z {120,140,128}
+    --G_attn {64,128,64} --G_nl inplace_relu --BN_eps 1e-4 --SN_eps 1e-4. The output-layer BN
+    keeps eps 1e-5 whatever BN_eps says (as in the original); see `build_generator`.
+    """
+    check_resolution(resolution)
+    return dict(G_ch=CH, dim_z=Z_DIMS[resolution], resolution=resolution,
+                G_attn=ATTENTION[resolution], n_classes=N_CLASSES, G_shared=True,
+                shared_dim=SHARED_DIM, hier=True, cross_replica=False, mybn=False,
+                G_activation='inplace_relu', BN_eps=TF_EPS, SN_eps=TF_EPS, num_G_SVs=1,
+                num_G_SV_itrs=1, G_init='ortho', skip_init=True, G_param='SN', norm_style='bn')
+
+
+def module_resolution(variables: Mapping) -> Optional[int]:
+    """The resolution whose module has as many GBlocks as `variables` (None if none matches)."""
+    indices = set()
+    for name in variables:
+        match = re.match(r'Generator/GBlock(?:_(\d+))?/', canonical_name(name))
+        if match:
+            indices.add(int(match.group(1) or 0))
+    blocks = max(indices) + 1 if indices else 0
+    return {len(BigGAN.G_arch()[r]['in_channels']): r for r in RESOLUTIONS}.get(blocks)
+
+
+# ------------------------------------------------------------------------------------------------
+# The mapping
+# ------------------------------------------------------------------------------------------------
+
+class _Reader:
+    """Reads variables by canonical name, EMA variant or raw. It notes what is missing or
+    misshapen instead of stopping at the first problem, so that one error lists them all.
+
+    A `dry` reader reads nothing: it notes missing names and hands out tensors on the meta
+    device, so a dry pass of the mapping finds every missing variable at no cost.
+    """
+
+    def __init__(self, variables: Mapping, ema: bool,
+                 log: Optional[Callable[[str], None]] = None, dry: bool = False):
+        self.variables = variables
+        self.names = {canonical_name(name): name for name in variables}
+        self.ema = ema
+        self.dry = dry
+        self.log = log or (lambda message: None)
+        self.missing: List[str] = []
+        self.misshapen: List[str] = []
+        self.used = set()
+
+    def read(self, scope: str, leaf: str, shape: Sequence[int],
+             any_layout: bool = False) -> torch.Tensor:
+        """The float32 tensor `scope/leaf` (its EMA variant when asked), checked against `shape`
+        (only its size with `any_layout`, for SN vectors and scalars)."""
+        name = f'{scope}/{leaf}'
+        if self.ema and leaf in EMA_LEAVES:
+            name = f'{name}/{EMA_SUFFIX}'
+        shape = tuple(shape)
+        if name not in self.names:
+            self.missing.append(name)
+        if self.dry or name not in self.names:
+            return torch.zeros(shape, device='meta' if self.dry else None)
+        array = np.array(self.variables[self.names[name]], dtype=np.float32)
+        if array.shape != shape and not (any_layout and array.size == math.prod(shape)):
+            self.misshapen.append(f'{name} has shape {array.shape}, expected {shape}')
+            return torch.zeros(shape)
+        self.used.add(name)
+        return torch.from_numpy(array).reshape(shape)
+
+
+def _sigma(weight: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """sv0: the largest singular value estimated by one power iteration from the stored u, which
+    is what a training-mode forward would log (the forward itself never reads sv0)."""
+    svs, _, _ = layers.power_iteration(weight.reshape(weight.shape[0], -1), [u.clone()],
+                                       update=False, eps=TF_EPS)
+    return svs[0].reshape(1)
+
+
+def _put_sn(out: Dict, key: str, weight: torch.Tensor, bias: Optional[torch.Tensor],
+            u: torch.Tensor) -> None:
+    out[f'{key}.weight'] = weight.contiguous()
+    if bias is not None:
+        out[f'{key}.bias'] = bias.contiguous()
+    out[f'{key}.u0'] = u.reshape(1, -1).contiguous()
+    out[f'{key}.sv0'] = _sigma(out[f'{key}.weight'], out[f'{key}.u0'])
+
+
+def _conv(src: _Reader, out: Dict, key: str, scope: str, c_in: int, c_out: int, k: int,
+          bias: bool = True) -> None:
+    src.log(f'{key} <- {scope}')
+    weight = src.read(scope, 'w', (k, k, c_in, c_out)).permute(3, 2, 0, 1)  # HWIO -> OIHW
+    _put_sn(out, key, weight, src.read(scope, 'b', (c_out,)) if bias else None,
+            src.read(scope, 'u0', (1, c_out), any_layout=True))
+
+
+def _channel_major(t: torch.Tensor, channels: int) -> torch.Tensor:
+    """Rows in TF's (row, col, channel) order of an NHWC map -> PyTorch's (channel, row, col)."""
+    rest = t.shape[1:]
+    nhwc = t.reshape(BOTTOM, BOTTOM, channels, *rest)
+    return nhwc.permute(2, 0, 1, *range(3, 3 + len(rest))).reshape(t.shape)
+
+
+def _g_linear(src: _Reader, out: Dict, z_chunk: int, channels: int) -> None:
+    scope = 'Generator/G_Z/G_linear'
+    src.log(f'linear <- {scope} (rows to channel-major)')
+    n = BOTTOM * BOTTOM * channels
+    weight = src.read(scope, 'w', (z_chunk, n)).t()
+    bias = src.read(scope, 'b', (n,))
+    u = src.read(scope, 'u0', (n,), any_layout=True)
+    _put_sn(out, 'linear', _channel_major(weight, channels), _channel_major(bias, channels),
+            _channel_major(u, channels))
+
+
+def _hyper_bn(src: _Reader, out: Dict, key: str, scope: str, channels: int,
+              z_chunk: int) -> None:
+    stats = scope.replace('HyperBN', 'CrossReplicaBN')
+    src.log(f'{key} <- {scope}, {stats} (columns to [class | z])')
+    out[f'{key}.stored_mean'] = src.read(stats, 'accumulated_mean', (channels,))
+    out[f'{key}.stored_var'] = src.read(stats, 'accumulated_var', (channels,))
+    for ours, theirs in (('gain', 'gamma'), ('bias', 'beta')):
+        weight = src.read(f'{scope}/{theirs}', 'w', (z_chunk + SHARED_DIM, channels)).t()
+        # TF conditions on [z chunk | class embedding]; BigGAN.Generator on [class | z chunk].
+        weight = torch.cat([weight[:, z_chunk:], weight[:, :z_chunk]], 1)
+        _put_sn(out, f'{key}.{ours}', weight, None,
+                src.read(f'{scope}/{theirs}', 'u0', (1, channels), any_layout=True))
+
+
+def _attention(src: _Reader, out: Dict, key: str, channels: int) -> None:
+    scope = 'Generator/attention'
+    out[f'{key}.gamma'] = src.read(scope, 'gamma', (), any_layout=True)
+    c = channels
+    for ours, theirs, c_in, c_out in (('theta', 'theta', c, c // 8), ('phi', 'phi', c, c // 8),
+                                      ('g', 'g', c, c // 2), ('o', 'o_conv', c // 2, c)):
+        _conv(src, out, f'{key}.{ours}', f'{scope}/{theirs}', c_in, c_out, 1, bias=False)
+
+
+def _output_layer(src: _Reader, out: Dict) -> None:
+    scope = 'Generator/ScaledCrossReplicaBN'
+    src.log(f'output_layer.0 <- {scope}, {scope}bn')
+    out['output_layer.0.gain'] = src.read(scope, 'gamma', (CH,))
+    out['output_layer.0.bias'] = src.read(scope, 'beta', (CH,))
+    out['output_layer.0.stored_mean'] = src.read(f'{scope}bn', 'accumulated_mean', (CH,))
+    out['output_layer.0.stored_var'] = src.read(f'{scope}bn', 'accumulated_var', (CH,))
+    _conv(src, out, 'output_layer.2', 'Generator/conv_2d', CH, 3, 3)
+
+
+def _problems(src: _Reader, resolution: int) -> str:
+    lines = []
+    if src.missing:
+        shown = ', '.join(src.missing[:6]) + (f' and {len(src.missing) - 6} more'
+                                              if len(src.missing) > 6 else '')
+        lines.append(f'the variables lack {len(src.missing)} that the biggan-{resolution} '
+                     f'module has: {shown}')
+        raw = [name[:-len(EMA_SUFFIX) - 1] for name in src.missing if name.endswith(EMA_SUFFIX)]
+        if src.ema and raw and all(name in src.names for name in raw):
+            lines.append('their raw (non-EMA) variants are present: convert those with '
+                         '--no_ema (ema=False)')
+    if src.misshapen:
+        lines.append('misshapen: ' + '; '.join(src.misshapen[:6]))
+    return '; '.join(lines)
+
+
+def _map(src: _Reader, resolution: int) -> 'OrderedDict[str, torch.Tensor]':
+    """Read the module through `src`, in the state_dict order of BigGAN.Generator."""
+    arch = BigGAN.select_arch(BigGAN.G_arch(CH, ATTENTION[resolution]), resolution, 'TF-Hub G')
+    z_chunk = Z_DIMS[resolution] // (len(arch['in_channels']) + 1)
+    out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+    src.log('shared <- linear')
+    # TF embeds classes with a bias-free linear of one-hot vectors, weight (classes, 128) as
+    # (in, out): its rows are already the embedding table.
+    out['shared.weight'] = src.read('linear', 'w', (N_CLASSES, SHARED_DIM))
+    _g_linear(src, out, z_chunk, arch['in_channels'][0])
+    for i, (c_in, c_out) in enumerate(zip(arch['in_channels'], arch['out_channels'])):
+        scope = 'Generator/GBlock' + (f'_{i}' if i else '')
+        key = f'blocks.{i}.0'
+        _conv(src, out, f'{key}.conv1', f'{scope}/conv0', c_in, c_out, 3)
+        _conv(src, out, f'{key}.conv2', f'{scope}/conv1', c_out, c_out, 3)
+        _conv(src, out, f'{key}.conv_sc', f'{scope}/conv_sc', c_in, c_out, 1)
+        _hyper_bn(src, out, f'{key}.bn1', f'{scope}/HyperBN', c_in, z_chunk)
+        _hyper_bn(src, out, f'{key}.bn2', f'{scope}/HyperBN_1', c_out, z_chunk)
+        if arch['attention'][arch['resolution'][i]]:
+            _attention(src, out, f'blocks.{i}.1', c_out)
+    _output_layer(src, out)
+    return out
+
+
+def convert_variables(variables: Mapping, resolution: int, ema: bool = True,
+                      log: Optional[Callable[[str], None]] = None
+                      ) -> 'OrderedDict[str, torch.Tensor]':
+    """Map the variables of the TF-Hub `resolution` module to a `BigGAN.Generator` state_dict.
+
+    `variables` maps TF names (with or without `module/` and `:0`) to arrays. `ema` picks the
+    `/ema_b999900` weights (the ones TF-Hub samples with); else the raw ones. The result holds
+    every key of `BigGAN.Generator(**get_config(resolution))` in its order, `sv0` included, so
+    it loads with strict=True. ConversionError lists every missing or misshapen variable.
+    """
+    check_resolution(resolution)
+    found = module_resolution(variables)
+    if found is not None and found != resolution:
+        raise ConversionError(f'the variables are those of the biggan-{found} module, not '
+                              f'biggan-{resolution}: convert them with resolution {found}')
+    dry_run = _Reader(variables, ema, dry=True)
+    _map(dry_run, resolution)
+    if dry_run.missing:
+        raise ConversionError(_problems(dry_run, resolution))
+    src = _Reader(variables, ema, log)
+    out = _map(src, resolution)
+    if src.misshapen:
+        raise ConversionError(_problems(src, resolution))
+    ignored = sorted(set(src.names) - src.used)
+    src.log(f'read {len(src.used)} variables; {len(ignored)} not needed (the other EMA variant, '
+            f'{", ".join(IGNORED_LEAVES)})')
+    unknown = [n for n in ignored if n.rsplit('/', 1)[-1] not in IGNORED_LEAVES + EMA_LEAVES
+               and not n.endswith(EMA_SUFFIX)]
+    if unknown:
+        src.log(f'unexpected variables, not converted: {", ".join(unknown)}')
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Building, saving, sampling
+# ------------------------------------------------------------------------------------------------
+
+def build_generator(resolution: int, state_dict: Optional[Mapping] = None,
+                    tf_output_eps: bool = False) -> BigGAN.Generator:
+    """`BigGAN.Generator(**get_config(resolution))`, loaded strictly from `state_dict` if given.
+
+    The original's output-layer BN always uses eps 1e-5 where TF used 1e-4; `tf_output_eps`
+    sets it to 1e-4 so the forward matches TF-Hub's arithmetic exactly. The eps is not part of
+    the state_dict: a generator built elsewhere keeps 1e-5, which changes the output BN's scale
+    1 / sqrt(var + eps) by a factor of about 1 + 4.5e-5 / var per channel.
+    """
+    G = BigGAN.Generator(**get_config(resolution))
+    if tf_output_eps:
+        G.output_layer[0].eps = TF_EPS
+    if state_dict is not None:
+        G.load_state_dict(state_dict, strict=True)
+    return G
+
+
+def save_state_dict(state_dict: Mapping, path: str) -> None:
+    """torch.save to a temporary file beside `path`, then rename it into place."""
+    with atomic_path(path) as tmp:
+        torch.save(dict(state_dict), tmp)
+
+
+def generate_samples(G: BigGAN.Generator, batch_size: int, path: str, seed: Optional[int] = None,
+                     parallel: bool = False, device: Optional[str] = None) -> torch.Tensor:
+    """Draw one sheet: eval mode, z ~ N(0, 1) (no truncation), uniform random classes; saved
+    with min-max normalization per image. Returns the images (on the CPU)."""
+    from torchvision.utils import save_image
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    z = torch.randn(batch_size, G.dim_z, generator=gen)
+    y = torch.randint(0, G.n_classes, (batch_size,), generator=gen)
+    G = G.to(device).eval()
+    net = nn.DataParallel(G) if parallel and torch.cuda.device_count() > 1 else G
+    with torch.no_grad():
+        images = net(z.to(device), G.shared(y.to(device))).float().cpu()
+    with atomic_path(path) as tmp:
+        save_image(images, tmp, normalize=True, scale_each=True)
+    return images
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    """argparse type of --batch_size."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{value} is not a positive integer')
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The original converter's flags, plus --module_path, --seed and --tf_output_eps."""
+    parser = argparse.ArgumentParser(
+        description='Convert the TF-Hub BigGAN generators to BigGAN.Generator state_dicts.')
+    parser.add_argument('--resolution', '-r', type=int, default=None, choices=RESOLUTIONS,
+                        help='module to convert; all three if not given (with --module_path: '
+                             'the module found there)')
+    parser.add_argument('--redownload', action='store_true',
+                        help='download the module again and overwrite the .h5 dump')
+    parser.add_argument('--weights_dir', type=str, default='pretrained_weights',
+                        help='where the .h5 dumps and the converted .pth files go')
+    parser.add_argument('--samples_dir', type=str, default='pretrained_samples',
+                        help='where --generate_samples writes its sheets')
+    parser.add_argument('--no_ema', action='store_true',
+                        help='convert the raw weights instead of the EMA ones')
+    parser.add_argument('--verbose', action='store_true',
+                        help='print every layer mapping and the variables left unread')
+    parser.add_argument('--generate_samples', action='store_true',
+                        help='draw a sample sheet with each converted generator')
+    parser.add_argument('--batch_size', type=_positive_int, default=64,
+                        help='images on the sample sheet')
+    parser.add_argument('--parallel', action='store_true',
+                        help='sample on all visible GPUs (nn.DataParallel)')
+    parser.add_argument('--module_path', type=str, default=None,
+                        help='a local TF-Hub module folder or an .h5 dump of its variables '
+                             '(no download)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the sample sheet')
+    parser.add_argument('--tf_output_eps', action='store_true',
+                        help='draw the sheet with the output BN eps of TF (1e-4) instead of the '
+                             "original's fixed 1e-5")
+    return parser
+
+
+def _source(resolution: int, args: argparse.Namespace) -> str:
+    """The module path to read for `resolution`, downloading and dumping it when needed."""
+    if args.module_path is not None:
+        return args.module_path
+    h5_path = os.path.join(args.weights_dir, f'biggan-{resolution}.h5')
+    if args.redownload or not os.path.exists(h5_path):
+        folder = download_module(MODULE_URL.format(resolution))
+        with open_variables(folder) as variables:
+            dump_to_hdf5(variables, h5_path)
+        print(f'dumped {folder} to {h5_path}')
+    return h5_path
+
+
+def convert(resolution: Optional[int], args: argparse.Namespace) -> str:
+    """Convert one module as the flags say; return the path of the saved state_dict."""
+    log = print if args.verbose else None
+    source = _source(resolution, args)
+    with open_variables(source) as variables:
+        if resolution is None:
+            resolution = module_resolution(variables)
+            if resolution is None:
+                raise ConversionError(f'{source} holds no BigGAN generator of a known '
+                                      f'resolution; pass --resolution')
+        print(f'biggan-{resolution}: converting {source}')
+        state_dict = convert_variables(variables, resolution, ema=not args.no_ema, log=log)
+    G = build_generator(resolution, state_dict, tf_output_eps=args.tf_output_eps)
+    path = os.path.join(args.weights_dir, f'biggan-{resolution}.pth')
+    save_state_dict(state_dict, path)
+    print(f'biggan-{resolution}: saved {path}')
+    if args.generate_samples:
+        sheet = os.path.join(args.samples_dir, f'biggan{resolution}_samples.jpg')
+        generate_samples(G, args.batch_size, sheet, seed=args.seed, parallel=args.parallel)
+        print(f'biggan-{resolution}: samples in {sheet}')
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.module_path is not None and args.redownload:
+        parser.error('--redownload fetches the module from TF-Hub; it cannot be combined with '
+                     '--module_path')
+    if args.resolution is not None or args.module_path is not None:
+        todo = [args.resolution]
+    else:
+        todo = list(RESOLUTIONS)
+    try:
+        for resolution in todo:
+            convert(resolution, args)
+    except (ConversionError, ModulePathError, OSError, ImportError) as error:
+        parser.error(f'--module_path: {error}' if args.module_path is not None else str(error))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
