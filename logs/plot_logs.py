@@ -1,0 +1,365 @@
+"""Plot an experiment's logs: test metrics, training losses and singular values.
+
+The Python stand-in for the original's MATLAB scripts (`process_inception_log.m`,
+`process_training.m`, `compare_IS.m`). Reads `<logs_root>/<exp>_log.jsonl` (one JSON test record
+per line: `itr`, `IS_mean`, `IS_std`, `FID`, `_stamp`, and `KID_mean` / `KID_std` where logged)
+and `<logs_root>/<exp>/<metric>.log` (lines `<itr>: <value>`: `G_loss`, `D_loss_real`,
+`D_loss_fake`, singular values such as `G_linear_sv0`), and writes `<exp>_metrics.png`,
+`<exp>_losses.png`, `<exp>_svs.png` and, with `--compare`, `compare_IS.png`:
+
+    python logs/plot_logs.py --logs_root logs --experiment_name EXP [--smooth 100] [--x time]
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import re
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+LOSS_NAMES = ('G_loss', 'D_loss_real', 'D_loss_fake')
+X_AXES = ('itr', 'time')
+# (mean key, std key, panel name, index of the best value) of the test-metrics panels.
+METRIC_PANELS = (
+    ('IS_mean', 'IS_std', 'Inception Score', np.nanargmax),
+    ('FID', None, 'FID', np.nanargmin),
+    ('KID_mean', 'KID_std', 'KID', np.nanargmin),
+)
+# Past this many layers a legend would hide the singular-value lines it names.
+MAX_LEGEND_ENTRIES = 12
+# `<itr>: <value>` with any printf padding; the value is whatever float() reads (`%3.3e`, `%f`,
+# `%+g`, `nan`, ...).
+LOG_LINE = re.compile(r'^\s*([+-]?\d+)\s*:\s*(\S+)\s*$')
+
+Series = tuple[np.ndarray, np.ndarray]
+
+
+def _notice(message: str) -> None:
+    """One line on stderr about something skipped; the plotting goes on."""
+    print(f'plot_logs: {message}', file=sys.stderr)
+
+
+def _read_lines(path: str) -> tuple[list[str], bool]:
+    """The lines of a text file, and whether its last line was finished (ends in a newline)."""
+    # errors='replace': a crash can leave garbage (often NUL bytes) at the end of a file; those
+    # lines then fail to parse and are skipped rather than stopping the read.
+    with open(path, encoding='utf-8', errors='replace', newline='') as f:
+        text = f.read()
+    return text.splitlines(), text == '' or text.endswith(('\n', '\r'))
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """The records of a test-metrics log, one per iteration, in iteration order.
+
+    A line that is not a JSON object with a numeric `itr` is skipped with a notice: the cut-off
+    last record of a killed run, or the line a resumed run appended to it. Where an iteration was
+    logged twice (a resumed run), the later record wins.
+    """
+    by_itr: dict[int, dict] = {}
+    skipped = 0
+    for line in _read_lines(path)[0]:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            itr = int(record['itr'])
+        except (ValueError, KeyError, TypeError, OverflowError):
+            skipped += 1
+            continue
+        by_itr[itr] = record
+    if skipped:
+        _notice(f'skipped {skipped} unreadable line(s) in {path}')
+    return [by_itr[itr] for itr in sorted(by_itr)]
+
+
+def read_metric_log(path: str) -> Series:
+    """The (iterations, values) of one `<metric>.log`, sorted by iteration, one value each.
+
+    Both arrays are empty for an empty file. Unreadable lines are skipped with a notice, and so is
+    an unfinished last line: every record ends in a newline, so one without it was cut off by a
+    killed run even where it parses (`1234: 1.2` from `1234: 1.234e+00`). Where an iteration was
+    logged twice (a resumed run), the later value wins.
+    """
+    lines, finished = _read_lines(path)
+    if not finished:
+        _notice(f'skipped the unfinished last line of {path}')
+        lines = lines[:-1]
+    by_itr: dict[int, float] = {}
+    skipped = 0
+    for line in lines:
+        match = LOG_LINE.match(line)
+        try:
+            by_itr[int(match.group(1))] = float(match.group(2))
+        except (AttributeError, ValueError):  # no match, or a value float() cannot read
+            skipped += bool(line.strip())
+    if skipped:
+        _notice(f'skipped {skipped} unreadable line(s) in {path}')
+    itrs = sorted(by_itr)
+    return (np.array(itrs, dtype=np.int64),
+            np.array([by_itr[itr] for itr in itrs], dtype=np.float64))
+
+
+def _column(records: Sequence[dict], key: str) -> np.ndarray:
+    """One key of every record as floats; NaN where it is missing, null or not a number."""
+    values = [record.get(key) for record in records]
+    return np.array([v if isinstance(v, (int, float)) else math.nan for v in values], dtype=float)
+
+
+def _x_axis(records: Sequence[dict], x: str) -> tuple[np.ndarray, str]:
+    """The x values of test records and their axis label: iterations, or hours of wall clock."""
+    if x == 'time':
+        stamps = _column(records, '_stamp')
+        if np.isfinite(stamps).any():
+            return (stamps - np.nanmin(stamps)) / 3600.0, 'hours since the first record'
+        _notice('the records carry no _stamp: plotting against iteration')
+    return _column(records, 'itr'), 'iteration'
+
+
+def _moving_average(itrs: np.ndarray, values: np.ndarray, window: int) -> Series:
+    """Trailing mean over `window` records, placed at the last iteration of each window."""
+    window = min(window, len(values))
+    if window <= 1:
+        return itrs, values
+    sums = np.cumsum(np.concatenate(([0.0], values)))
+    return itrs[window - 1:], (sums[window:] - sums[:-window]) / window
+
+
+def _natural_key(name: str) -> list:
+    """Sort key that puts `blocks_2` before `blocks_10`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
+
+
+def _new_figure(n_panels: int, title: str) -> tuple[Figure, list]:
+    """A figure on the Agg canvas (no display needed) with `n_panels` side by side."""
+    fig = Figure(figsize=(5.0 * n_panels, 4.0), layout='constrained')
+    FigureCanvasAgg(fig)
+    axes = list(fig.subplots(1, n_panels, squeeze=False)[0])
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig, axes
+
+
+def _metrics_figure(records: Sequence[dict], x: str, title: str) -> Optional[Figure]:
+    """IS with its std band, FID, and KID where logged; None if no record holds any of them."""
+    panels = [p for p in METRIC_PANELS if np.isfinite(_column(records, p[0])).any()]
+    if not panels:
+        return None
+    xs, xlabel = _x_axis(records, x)
+    itrs = _column(records, 'itr')
+    fig, axes = _new_figure(len(panels), title)
+    for ax, (key, std_key, name, best) in zip(axes, panels):
+        mean = _column(records, key)
+        ax.plot(xs, mean, marker='.', label=key)
+        if std_key is not None and np.isfinite(_column(records, std_key)).any():
+            std = _column(records, std_key)
+            ax.fill_between(xs, mean - std, mean + std, alpha=0.3, label=f'± {std_key}')
+            ax.legend(fontsize='small')
+        i = best(mean)
+        ax.set_title(f'{name}: best {mean[i]:.4g} at itr {itrs[i]:.0f}')
+        ax.set_xlabel(xlabel)
+    return fig
+
+
+def _losses_figure(losses: dict[str, Series], smooth: int, title: str) -> Figure:
+    """G's loss and D's two losses: raw and faint, with a moving average over `smooth` records."""
+    groups = [g for g in (['G_loss'], ['D_loss_real', 'D_loss_fake']) if set(g) & set(losses)]
+    fig, axes = _new_figure(len(groups), title)
+    for ax, group in zip(axes, groups):
+        for color, name in enumerate(group):
+            if name not in losses:
+                continue
+            itrs, values = losses[name]
+            if smooth > 1:
+                ax.plot(itrs, values, color=f'C{color}', alpha=0.25, linewidth=0.5)
+                ax.plot(*_moving_average(itrs, values, smooth), color=f'C{color}',
+                        label=f'{name} ({smooth}-itr mean)')
+            else:
+                ax.plot(itrs, values, color=f'C{color}', linewidth=0.8, label=name)
+        ax.set_xlabel('iteration')
+        ax.legend(fontsize='small')
+    return fig
+
+
+def _svs_figure(svs: dict[str, Series], title: str) -> Figure:
+    """G's and D's singular values, one line per layer, on a log scale."""
+    fig, axes = _new_figure(2, title)
+    for ax, net in zip(axes, ('G', 'D')):
+        names = sorted((n for n in svs if n.startswith(net + '_')), key=_natural_key)
+        for name in names:
+            ax.plot(*svs[name], linewidth=0.8, label=name[len(net) + 1:])
+        if not names:
+            ax.text(0.5, 0.5, 'no logs', transform=ax.transAxes, ha='center')
+        elif any((svs[name][1] > 0).any() for name in names):
+            ax.set_yscale('log')  # log of nothing positive would leave an empty panel
+        if 0 < len(names) <= MAX_LEGEND_ENTRIES:
+            ax.legend(fontsize='x-small')
+        ax.set_title(f'{net} singular values ({len(names)})')
+        ax.set_xlabel('iteration')
+    return fig
+
+
+def _save(fig: Figure, path: str) -> str:
+    """Write the figure as a PNG atomically: no reader ever sees half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+    try:
+        fig.savefig(tmp, format='png', dpi=100)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def jsonl_path(logs_root: str, experiment_name: str) -> str:
+    """`<exp>_log.jsonl`, or `<exp>.jsonl` (the authors' shipped log) where only that exists."""
+    path = os.path.join(logs_root, f'{experiment_name}_log.jsonl')
+    shipped = os.path.join(logs_root, f'{experiment_name}.jsonl')
+    return shipped if not os.path.isfile(path) and os.path.isfile(shipped) else path
+
+
+def find_experiments(logs_root: str) -> list[str]:
+    """Names of the experiments with a test-metrics log or a folder of `.log` files."""
+    if not os.path.isdir(logs_root):
+        return []
+    names = set()
+    for entry in os.scandir(logs_root):
+        if entry.is_file() and entry.name.endswith('.jsonl'):
+            names.add(re.sub(r'(_log)?\.jsonl$', '', entry.name))
+        elif entry.is_dir() and glob.glob(os.path.join(glob.escape(entry.path), '*.log')):
+            names.add(entry.name)
+    return sorted(names)
+
+
+def _read_logs(paths: Sequence[str]) -> dict[str, Series]:
+    """The metric logs among `paths` that hold records, by metric name; notices for the rest."""
+    series = {}
+    for path in paths:
+        if not os.path.isfile(path):
+            _notice(f'not found, skipped: {path}')
+            continue
+        itrs, values = read_metric_log(path)
+        if len(itrs):
+            series[os.path.basename(path)[:-len('.log')]] = (itrs, values)
+        else:
+            _notice(f'no records, skipped: {path}')
+    return series
+
+
+def plot_experiment(logs_root: str, experiment_name: str, out_dir: Optional[str] = None,
+                    smooth: int = 100, x: str = 'itr') -> list[str]:
+    """Plot one experiment's metrics, losses and singular values; the paths written.
+
+    `x` is `'itr'` or `'time'` (hours since the first test record, from `_stamp`); the training
+    logs carry no clock, so losses and singular values are always plotted against iteration.
+    Raises FileNotFoundError, naming the paths looked at, if none of the logs is there.
+    """
+    if x not in X_AXES:
+        raise ValueError(f'x must be one of {X_AXES}, not {x!r}')
+    exp_dir = os.path.join(logs_root, experiment_name)
+    out_dir = out_dir or os.path.join(exp_dir, 'plots')
+    figures: list[tuple[str, Figure]] = []
+
+    metrics_path = jsonl_path(logs_root, experiment_name)
+    records = read_jsonl(metrics_path) if os.path.isfile(metrics_path) else []
+    metrics = _metrics_figure(records, x, f'{experiment_name}: test metrics')
+    if metrics is not None:
+        figures.append(('metrics', metrics))
+    else:
+        _notice(f'no test metrics, skipped: {metrics_path}')
+
+    loss_paths = [os.path.join(exp_dir, f'{name}.log') for name in LOSS_NAMES]
+    losses = _read_logs(loss_paths)
+    if losses:
+        figures.append(('losses', _losses_figure(losses, smooth, f'{experiment_name}: losses')))
+
+    sv_pattern = os.path.join(exp_dir, '*sv*.log')
+    svs = _read_logs(sorted(glob.glob(os.path.join(glob.escape(exp_dir), '*sv*.log'))))
+    if svs:
+        figures.append(('svs', _svs_figure(svs, f'{experiment_name}: singular values')))
+    else:
+        _notice(f'no singular-value logs, skipped: {sv_pattern}')
+
+    if not figures:
+        found = ', '.join(find_experiments(logs_root)) or 'none'
+        raise FileNotFoundError(
+            f'nothing to plot for {experiment_name!r}: looked for '
+            f'{", ".join([metrics_path] + loss_paths + [sv_pattern])}. '
+            f'Experiments under {logs_root}: {found}')
+    return [_save(fig, os.path.join(out_dir, f'{experiment_name}_{kind}.png'))
+            for kind, fig in figures]
+
+
+def plot_compare(logs_root: str, names: Sequence[str], out_path: str, x: str = 'itr') -> str:
+    """Overlay the IS and FID curves of several experiments (what `compare_IS.m` did).
+
+    Experiments without a test-metrics log are skipped with a notice; raises FileNotFoundError
+    if none has one. Returns `out_path`.
+    """
+    fig, (ax_is, ax_fid) = _new_figure(2, 'Inception Score and FID')
+    plotted = []
+    for color, name in enumerate(names):
+        path = jsonl_path(logs_root, name)
+        records = read_jsonl(path) if os.path.isfile(path) else []
+        if not records:
+            _notice(f'no test metrics, skipped: {path}')
+            continue
+        xs, xlabel = _x_axis(records, x)
+        style = dict(color=f'C{color % 10}', marker='.', label=name)
+        is_mean, is_std = _column(records, 'IS_mean'), _column(records, 'IS_std')
+        ax_is.plot(xs, is_mean, **style)
+        ax_is.fill_between(xs, is_mean - is_std, is_mean + is_std, color=style['color'], alpha=0.2)
+        ax_fid.plot(xs, _column(records, 'FID'), **style)
+        for ax in (ax_is, ax_fid):
+            ax.set_xlabel(xlabel)
+        plotted.append(name)
+    if not plotted:
+        paths = ', '.join(jsonl_path(logs_root, name) for name in names)
+        raise FileNotFoundError(f'no test metrics to compare: looked for {paths}')
+    for ax, name in ((ax_is, 'Inception Score'), (ax_fid, 'FID')):
+        ax.set_title(name)
+        ax.legend(fontsize='small')
+    return _save(fig, out_path)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; prints the paths written and returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--logs_root', default='logs', help='where training wrote its logs')
+    parser.add_argument('--experiment_name', required=True, help='the experiment to plot')
+    parser.add_argument('--out', default=None,
+                        help='folder for the PNGs (default: <logs_root>/<exp>/plots/)')
+    parser.add_argument('--smooth', type=int, default=100,
+                        help='moving-average window of the loss plot, in iterations; 1 for none')
+    parser.add_argument('--compare', nargs='+', default=[], metavar='EXP',
+                        help='also overlay the IS and FID of these experiments: compare_IS.png')
+    parser.add_argument('--x', choices=X_AXES, default='itr',
+                        help='x axis of the test metrics: iteration or hours of wall clock')
+    args = parser.parse_args(argv)
+    if args.smooth < 1:
+        parser.error('--smooth must be 1 or more')
+    out_dir = args.out or os.path.join(args.logs_root, args.experiment_name, 'plots')
+    try:
+        for path in plot_experiment(args.logs_root, args.experiment_name, out_dir, args.smooth,
+                                    args.x):
+            print(path)
+        if args.compare:
+            # dict.fromkeys: the experiment itself first, each name once.
+            names = list(dict.fromkeys([args.experiment_name] + args.compare))
+            print(plot_compare(args.logs_root, names, os.path.join(out_dir, 'compare_IS.png'),
+                               args.x))
+    except FileNotFoundError as error:
+        print(f'{parser.prog}: error: {error}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

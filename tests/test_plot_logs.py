@@ -1,0 +1,256 @@
+"""logs/plot_logs.py: parsing the original's log formats and ours, the plots and the CLI."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'logs', 'plot_logs.py')
+
+# `logs/` is a folder of run outputs, not a package: load the script by its path.
+_spec = importlib.util.spec_from_file_location('plot_logs', SCRIPT)
+plot_logs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(plot_logs)
+
+# A record exactly as the original's MetricsLogger wrote it (the authors' I128 log, first line).
+ORIGINAL_RECORD = ('{"itr": 2000, "IS_mean": 2.806771755218506, "IS_std": 0.019480662420392036, '
+                   '"FID": 173.76484159711126, "_stamp": 1551403232.0425167}')
+SV_NAMES = ('G_linear_sv0', 'G_blocks_0_0_conv1_sv0', 'G_blocks_10_0_conv1_sv0', 'D_embed_sv0',
+            'D_blocks_0_0_conv_sc_sv0')
+
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+def _metric_lines(itrs, values, style='%3.3e'):
+    # The original's MyLogger line: '%d: %s\n' % (itr, logstyle % value).
+    return ''.join('%d: %s\n' % (itr, style % value) for itr, value in zip(itrs, values))
+
+
+def _make_experiment(root, name, kid=False, n=300, with_svs=True):
+    """A small experiment: test records every 100 itrs, a loss per itr, svs every 10 itrs."""
+    rng = np.random.default_rng(0)
+    lines = [ORIGINAL_RECORD] if not kid else []
+    for k, itr in enumerate(range(4000, 4000 + 100 * 5, 100)):
+        record = {'itr': itr, 'IS_mean': 3.0 + k, 'IS_std': 0.1, 'FID': 150.0 - 10 * k,
+                  '_stamp': 1551403232.0 + 1800.0 * (k + 1)}
+        if kid:
+            record.update(KID_mean=0.1 / (k + 1), KID_std=0.01)
+        lines.append(json.dumps(record))
+    _write(os.path.join(root, f'{name}_log.jsonl'), '\n'.join(lines) + '\n')
+    for loss in plot_logs.LOSS_NAMES:
+        _write(os.path.join(root, name, f'{loss}.log'),
+               _metric_lines(range(1, n + 1), rng.normal(1.0, 0.3, n)))
+    if with_svs:
+        for sv in SV_NAMES:
+            _write(os.path.join(root, name, f'{sv}.log'),
+                   _metric_lines(range(0, n, 10), np.linspace(1.0, 5.0, n // 10)))
+
+
+def _assert_png(path, min_side=200):
+    assert os.path.isfile(path)
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    image = matplotlib.image.imread(path)
+    assert min(image.shape[:2]) >= min_side
+    assert image.std() > 0.01  # not a blank canvas
+
+
+# ------------------------------------------------------------------------------------------------
+# Parsing
+# ------------------------------------------------------------------------------------------------
+
+def test_read_metric_log_original_format(tmp_path):
+    values = [1.2345678, -0.000123456, 12345.678, 0.0]
+    path = tmp_path / 'G_loss.log'
+    path.write_text(_metric_lines([0, 1, 2, 1234], values))
+    itrs, parsed = plot_logs.read_metric_log(str(path))
+    assert path.read_text().splitlines()[0] == '0: 1.235e+00'
+    assert itrs.dtype == np.int64 and itrs.tolist() == [0, 1, 2, 1234]
+    assert parsed.tolist() == [float('%3.3e' % v) for v in values]
+
+
+@pytest.mark.parametrize('line, itr, value', [
+    ('1234: 1.234e+00', 1234, 1.234),
+    ('7: 0.500000', 7, 0.5),
+    ('   8:    -2.5', 8, -2.5),
+    ('9: +3.25E-02', 9, 0.0325),
+    ('10:42', 10, 42.0),
+    ('11: nan', 11, np.nan),
+])
+def test_read_metric_log_printf_formats(tmp_path, line, itr, value):
+    path = tmp_path / 'm.log'
+    path.write_text(line + '\n')
+    itrs, values = plot_logs.read_metric_log(str(path))
+    assert itrs.tolist() == [itr]
+    np.testing.assert_equal(values, [value])
+
+
+def test_read_metric_log_resume_keeps_last_and_skips_bad_lines(tmp_path, capsys):
+    # A run killed mid-write at itr 4, resumed from itr 2: the resumed run's first line lands on
+    # the cut-off one (so that record is lost and itr 2 keeps its first value), itrs 3..4 are
+    # logged twice, and the resumed run is killed mid-write too.
+    text = ('1: 1.000e+00\n2: 2.000e+00\n3: 3.000e+00\n4: 4.0'
+            '2: 2.500e+00\n3: 3.500e+00\n4: 4.500e+00\n5: 5.0')
+    path = tmp_path / 'D_loss_real.log'
+    path.write_text(text)
+    itrs, values = plot_logs.read_metric_log(str(path))
+    assert itrs.tolist() == [1, 2, 3, 4]
+    assert values.tolist() == [1.0, 2.0, 3.5, 4.5]
+    err = capsys.readouterr().err
+    assert 'unfinished last line' in err and 'skipped 1 unreadable line' in err
+
+
+def test_read_metric_log_empty_file(tmp_path):
+    path = tmp_path / 'G_loss.log'
+    path.write_text('')
+    itrs, values = plot_logs.read_metric_log(str(path))
+    assert itrs.shape == (0,) and values.shape == (0,)
+
+
+def test_read_jsonl_original_record_and_truncation(tmp_path, capsys):
+    later = {'itr': 4000, 'IS_mean': 3.5, 'IS_std': 0.1, 'FID': 150.0, '_stamp': 1551406832.0}
+    resumed = dict(later, IS_mean=3.75)
+    path = tmp_path / 'exp_log.jsonl'
+    path.write_text('\n'.join([ORIGINAL_RECORD, json.dumps(later), json.dumps(resumed)])
+                    + '\n{"itr": 6000, "IS_mean": 4.')
+    records = plot_logs.read_jsonl(str(path))
+    assert records == [json.loads(ORIGINAL_RECORD), resumed]
+    assert records[0] == {'itr': 2000, 'IS_mean': 2.806771755218506,
+                          'IS_std': 0.019480662420392036, 'FID': 173.76484159711126,
+                          '_stamp': 1551403232.0425167}
+    assert 'skipped 1 unreadable line' in capsys.readouterr().err
+
+
+def test_moving_average():
+    itrs = np.arange(1, 6)
+    x, y = plot_logs._moving_average(itrs, np.array([1.0, 2.0, 3.0, 4.0, 10.0]), 2)
+    assert x.tolist() == [2, 3, 4, 5]
+    assert y.tolist() == [1.5, 2.5, 3.5, 7.0]
+    x, y = plot_logs._moving_average(itrs[:2], np.array([1.0, 3.0]), 100)  # window > records
+    assert x.tolist() == [2] and y.tolist() == [2.0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------
+
+def test_metrics_figure_panels_and_time_axis(tmp_path):
+    _make_experiment(str(tmp_path), 'ours', kid=True)
+    records = plot_logs.read_jsonl(str(tmp_path / 'ours_log.jsonl'))
+    fig = plot_logs._metrics_figure(records, 'itr', 'ours')
+    assert [ax.get_title().split(':')[0] for ax in fig.axes] == ['Inception Score', 'FID', 'KID']
+    assert fig.axes[1].get_title() == 'FID: best 110 at itr 4400'
+    assert fig.axes[0].lines[0].get_xdata().tolist() == [4000, 4100, 4200, 4300, 4400]
+    fig = plot_logs._metrics_figure(records, 'time', 'ours')
+    assert fig.axes[0].get_xlabel().startswith('hours')
+    assert fig.axes[0].lines[0].get_xdata().tolist() == [0.0, 0.5, 1.0, 1.5, 2.0]
+    # No KID in the original's records: two panels.
+    fig = plot_logs._metrics_figure([json.loads(ORIGINAL_RECORD)], 'itr', 'orig')
+    assert len(fig.axes) == 2
+
+
+def test_svs_figure_legend_only_for_few_layers():
+    svs = {name: (np.arange(3), np.array([1.0, 2.0, 3.0])) for name in SV_NAMES}
+    svs.update({f'D_blocks_{i}_0_conv1_sv0': (np.arange(3), np.ones(3)) for i in range(20)})
+    ax_g, ax_d = plot_logs._svs_figure(svs, 'x').axes
+    assert [t.get_text() for t in ax_g.get_legend().get_texts()] == [
+        'blocks_0_0_conv1_sv0', 'blocks_10_0_conv1_sv0', 'linear_sv0']
+    assert ax_d.get_legend() is None and len(ax_d.lines) == 22
+    assert ax_g.get_yscale() == 'log'
+
+
+# ------------------------------------------------------------------------------------------------
+# plot_experiment, plot_compare, the CLI
+# ------------------------------------------------------------------------------------------------
+
+def test_plot_experiment_writes_three_pngs_in_default_folder(tmp_path):
+    _make_experiment(str(tmp_path), 'orig')
+    paths = plot_logs.plot_experiment(str(tmp_path), 'orig', smooth=20)
+    out = tmp_path / 'orig' / 'plots'
+    assert paths == [str(out / f'orig_{kind}.png') for kind in ('metrics', 'losses', 'svs')]
+    for path in paths:
+        _assert_png(path)
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in paths)  # no temp files
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    # A plot that dies mid-write leaves the previous PNG whole and no temp file behind.
+    target = tmp_path / 'exp_losses.png'
+    target.write_bytes(b'previous')
+    fig, _ = plot_logs._new_figure(1, 'x')
+
+    def dies_mid_write(fname, **kwargs):
+        with open(fname, 'wb') as f:
+            f.write(b'\x89PNG half')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fig, 'savefig', dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        plot_logs._save(fig, str(target))
+    assert target.read_bytes() == b'previous' and os.listdir(tmp_path) == ['exp_losses.png']
+
+
+def test_plot_experiment_skips_missing_files(tmp_path, capsys):
+    _make_experiment(str(tmp_path), 'exp', with_svs=False)
+    os.remove(tmp_path / 'exp' / 'D_loss_fake.log')
+    os.remove(tmp_path / 'exp_log.jsonl')
+    paths = plot_logs.plot_experiment(str(tmp_path), 'exp', out_dir=str(tmp_path / 'out'))
+    assert paths == [str(tmp_path / 'out' / 'exp_losses.png')]
+    _assert_png(paths[0])
+    err = capsys.readouterr().err
+    assert 'D_loss_fake.log' in err and 'exp_log.jsonl' in err and '*sv*.log' in err
+
+
+def test_plot_experiment_reads_the_authors_shipped_log_name(tmp_path):
+    _write(str(tmp_path / 'BigGAN_ch96_bs256x8.jsonl'), ORIGINAL_RECORD + '\n')
+    paths = plot_logs.plot_experiment(str(tmp_path), 'BigGAN_ch96_bs256x8')
+    assert [os.path.basename(p) for p in paths] == ['BigGAN_ch96_bs256x8_metrics.png']
+
+
+def test_nothing_found_is_a_clear_error(tmp_path, capsys):
+    _make_experiment(str(tmp_path), 'real_one')
+    _write(str(tmp_path / 'other_log.jsonl'), ORIGINAL_RECORD + '\n')
+    assert plot_logs.main(['--logs_root', str(tmp_path), '--experiment_name', 'typo']) == 1
+    err = capsys.readouterr().err
+    assert "error: nothing to plot for 'typo'" in err
+    assert str(tmp_path / 'typo_log.jsonl') in err and str(tmp_path / 'typo' / 'G_loss.log') in err
+    assert 'Experiments under' in err and 'other, real_one' in err
+    assert not (tmp_path / 'typo').exists()
+
+
+def test_cli_writes_all_plots_and_prints_paths(tmp_path, capsys):
+    root, out = str(tmp_path / 'logs'), str(tmp_path / 'out')
+    _make_experiment(root, 'a')
+    _make_experiment(root, 'b', kid=True)
+    argv = ['--logs_root', root, '--experiment_name', 'a', '--out', out, '--smooth', '5',
+            '--x', 'time', '--compare', 'b', 'missing']
+    assert plot_logs.main(argv) == 0
+    printed = capsys.readouterr().out.split()
+    names = ['a_metrics.png', 'a_losses.png', 'a_svs.png', 'compare_IS.png']
+    assert printed == [os.path.join(out, name) for name in names]
+    for path in printed:
+        _assert_png(path)
+
+
+def test_plot_compare_without_any_log_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no test metrics to compare'):
+        plot_logs.plot_compare(str(tmp_path), ['x', 'y'], str(tmp_path / 'c.png'))
+
+
+def test_script_runs_headless(tmp_path):
+    _make_experiment(str(tmp_path), 'exp', n=50)
+    env = dict(os.environ, MPLBACKEND='')  # no display backend to fall back on
+    done = subprocess.run([sys.executable, SCRIPT, '--logs_root', str(tmp_path),
+                           '--experiment_name', 'exp'], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.split()) == 3
