@@ -15,6 +15,7 @@ import collections
 import json
 import os
 import pickle
+import warnings
 from typing import Dict, Optional
 
 import numpy as np
@@ -230,8 +231,11 @@ def safe_load(path: str, map_location='cpu'):
         raise ValueError(f'checkpoint file {path!r} is corrupt or not a torch file '
                          f'({type(error).__name__}: {error})') from None
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=False,
-                         pickle_module=_RestrictedPickle)
+        with warnings.catch_warnings():
+            # Legacy files name their module classes' source; the stand-ins never run it.
+            warnings.filterwarnings('ignore', message="Couldn't retrieve source code")
+            obj = torch.load(path, map_location=map_location, weights_only=False,
+                             pickle_module=_RestrictedPickle)
     except pickle.UnpicklingError as error:
         if str(error).startswith('refusing'):
             raise ValueError(f'checkpoint file {path!r}: {error}') from None

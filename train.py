@@ -203,7 +203,7 @@ def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, st
         batches = loggers.progress(batches, total=total, start=state_dict['itr'],
                                    displaytype='s1k' if config['use_multiepoch_sampler']
                                    else 'eta')
-    t_last = time.time()
+    t_start = time.time()
     for x, y in batches:
         if num_iters and state_dict['itr'] >= num_iters:
             break
@@ -248,7 +248,10 @@ def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, st
                                       {'rng': rng_state(train_sampler)})
         if num_iters and itr >= num_iters:
             break
-    print(f"\nStopped at iteration {state_dict['itr']} ({time.time() - t_last:.1f} s)")
+    if state_dict['itr'] < (num_iters or 0):
+        print(f"\nThe data ran out before --num_iters {num_iters}: epoch {state_dict['epoch']} "
+              f"reached --num_epochs {config['num_epochs']}")
+    print(f"\nStopped at iteration {state_dict['itr']} ({time.time() - t_start:.1f} s)")
 
 
 def get_SVs(net, prefix: str) -> dict:

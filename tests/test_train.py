@@ -290,3 +290,33 @@ def test_cli_unknown_flag_and_wrong_type():
                                 capture_output=True, text=True, cwd=ROOT)
         assert result.returncode == 2
         assert message in result.stderr
+
+
+def test_resume_from_the_original_released_layout(tmp_path, monkeypatch):
+    """A six-file folder as the authors released it (legacy pickles, CUDA storages, nn.ReLU
+    objects, numpy IS, tensor FID, dataset_root) resumes training with strict key checks."""
+    # 1000 classes at 128 x 128 make 50 class sheets: too slow for a CPU test, and not its point.
+    monkeypatch.setattr(train_fns.sampling, 'sample_sheet', lambda *a, **k: [])
+    monkeypatch.setattr(train_fns.sampling, 'interp_sheet', lambda *a, **k: '')
+    import h5py
+    import numpy as np
+    from original_checkpoint import make_original_i128_folder
+    make_original_i128_folder(str(tmp_path / 'weights'), 'released', ch=16, itr=138000)
+    data = tmp_path / 'data'
+    data.mkdir()
+    with h5py.File(data / 'ILSVRC128.hdf5', 'w') as f:
+        f['imgs'] = np.random.default_rng(0).integers(0, 256, (4, 3, 128, 128), dtype=np.uint8)
+        f['labels'] = np.array([0, 1, 2, 999], dtype=np.int64)
+    args = ['--dataset', 'I128_hdf5', '--data_root', str(data), '--G_ch', '16', '--D_ch', '16',
+            '--G_attn', '64', '--D_attn', '64', '--G_shared', '--hier', '--dim_z', '120',
+            '--shared_dim', '128', '--G_nl', 'inplace_relu', '--D_nl', 'inplace_relu',
+            '--SN_eps', '1e-6', '--adam_eps', '1e-6', '--ema', '--use_ema', '--ema_start',
+            '20000', '--batch_size', '2', '--num_D_steps', '1', '--num_workers', '0',
+            '--pbar', 'none', '--experiment_name', 'released', '--resume', '--num_iters',
+            '138001', '--num_save_copies', '0', '--test_every', '1000000', '--num_epochs',
+            '1000000'] + _roots(tmp_path)
+    config, state = _run(args)
+    assert state['itr'] == 138001
+    assert isinstance(state['best_IS'], float) and isinstance(state['best_FID'], float)
+    saved = torch.load(tmp_path / 'weights' / 'released' / 'state_dict.pth', weights_only=True)
+    assert saved['itr'] == 138001 and saved['config']['G_activation'] == 'inplace_relu'

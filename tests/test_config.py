@@ -1,0 +1,132 @@
+"""The parser keeps every flag of the original; the launch scripts parse unchanged and give the
+original's experiment names; the config is read-only; --hashname is stable."""
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+import utils
+from conftest import ROOT
+
+# The original's 90 shared flags (spec 1.1) and 8 sample flags (spec 1.2), with their dests.
+ORIGINAL_FLAGS = '''dataset augment num_workers no_pin_memory shuffle load_in_mem use_multiepoch_sampler
+model G_param D_param G_ch D_ch G_depth D_depth D_thin G_shared shared_dim dim_z z_var hier
+cross_replica mybn G_nl D_nl G_attn D_attn norm_style seed G_init D_init skip_init G_lr D_lr
+G_B1 D_B1 G_B2 D_B2 adam_eps batch_size G_batch_size num_G_accumulations num_D_steps
+num_D_accumulations split_D num_epochs parallel G_fp16 D_fp16 D_mixed_precision
+G_mixed_precision accumulate_stats num_standing_accumulations G_eval_mode save_every
+num_save_copies num_best_copies which_best no_fid test_every num_inception_images hashname
+base_root data_root weights_root logs_root samples_root pbar name_suffix experiment_name
+config_from_name logstyle log_G_spectra log_D_spectra sv_log_interval ema ema_decay use_ema
+ema_start BN_eps SN_eps num_G_SVs num_D_SVs num_G_SV_itrs num_D_SV_itrs G_ortho D_ortho
+toggle_grads which_train_fn load_weights resume'''.split()
+SAMPLE_FLAGS = '''sample_npz sample_num_npz sample_sheets sample_interps sample_sheet_folder_num
+sample_random sample_trunc_curves sample_inception_metrics'''.split()
+DEFAULTS = {'dataset': 'I128_hdf5', 'num_workers': 8, 'pin_memory': True, 'model': 'BigGAN',
+            'G_ch': 64, 'D_ch': 64, 'D_wide': True, 'dim_z': 128, 'G_nl': 'relu',
+            'G_attn': '64', 'G_init': 'ortho', 'G_lr': 5e-5, 'D_lr': 2e-4, 'G_B2': 0.999,
+            'adam_eps': 1e-8, 'batch_size': 64, 'num_D_steps': 2, 'num_epochs': 100,
+            'num_standing_accumulations': 16, 'save_every': 2000, 'num_save_copies': 2,
+            'num_best_copies': 2, 'which_best': 'IS', 'test_every': 5000,
+            'num_inception_images': 50000, 'data_root': 'data', 'weights_root': 'weights',
+            'logs_root': 'logs', 'samples_root': 'samples', 'pbar': 'mine',
+            'logstyle': '%3.3e', 'sv_log_interval': 10, 'ema_decay': 0.9999, 'BN_eps': 1e-5,
+            'SN_eps': 1e-8, 'toggle_grads': True, 'which_train_fn': 'GAN', 'load_weights': '',
+            'sample_num_npz': 50000, 'sample_sheet_folder_num': -1, 'z_var': 1.0}
+
+
+def _parser():
+    return utils.add_sample_parser(utils.prepare_parser())
+
+
+def test_every_original_flag_with_its_default():
+    parser = _parser()
+    options = {o for action in parser._actions for o in action.option_strings}
+    for flag in ORIGINAL_FLAGS + SAMPLE_FLAGS:
+        assert f'--{flag}' in options, flag
+    assert len(ORIGINAL_FLAGS) == 90 and len(SAMPLE_FLAGS) == 8
+    args = vars(parser.parse_args([]))
+    for name, value in DEFAULTS.items():
+        assert args[name] == value, name
+    assert vars(parser.parse_args(['--D_thin', '--no_pin_memory']))['D_wide'] is False
+    assert vars(parser.parse_args(['--no_toggle_grads']))['toggle_grads'] is False
+
+
+SCRIPT_NAMES = {
+    'launch_BigGAN_bs256x8.sh': 'BigGAN_I128_hdf5_seed0_Gch96_Dch96_bs256_nDa8_nGa8_Glr1.0e-04_'
+                                'Dlr4.0e-04_Gnlinplace_relu_Dnlinplace_relu_Ginitortho_Dinitortho_'
+                                'Gattn64_Dattn64_Gshared_hier_ema',
+    'sample_BigGAN_bs256x8.sh': 'BigGAN_I128_hdf5_seed0_Gch96_Dch96_bs256_nDa8_nGa8_Glr1.0e-04_'
+                                'Dlr4.0e-04_Gnlinplace_relu_Dnlinplace_relu_Ginitortho_Dinitortho_'
+                                'Gattn64_Dattn64_Gshared_hier_ema',
+    'launch_BigGAN_bs512x4.sh': 'BigGAN_I128_hdf5_seed0_Gch96_Dch96_bs512_nDa4_nGa4_Glr1.0e-04_'
+                                'Dlr4.0e-04_Gnlinplace_relu_Dnlinplace_relu_Ginitortho_Dinitortho_'
+                                'Gattn64_Dattn64_Gshared_hier_ema',
+    'launch_BigGAN_ch64_bs256x8.sh': 'BigGAN_I128_hdf5_seed0_Gch64_Dch64_bs256_nDa8_nGa8_Glr1.0e-'
+                                     '04_Dlr4.0e-04_Gnlinplace_relu_Dnlinplace_relu_Ginitortho_'
+                                     'Dinitortho_Gattn64_Dattn64_Gshared_hier_ema',
+    'launch_BigGAN_deep.sh': 'BigGAN_I128_hdf5_BigGANdeep_seed0_Gch128_Dch128_Gd2_Dd2_bs256_nDa8_'
+                             'nGa8_Glr1.0e-04_Dlr4.0e-04_Gnlinplace_relu_Dnlinplace_relu_'
+                             'Ginitortho_Dinitortho_Gattn64_Dattn64_Gshared_hier_ema',
+    'launch_SAGAN_bs128x2_ema.sh': 'BigGAN_I128_hdf5_seed0_Gch64_Dch64_bs128_nDa2_nGa2_Glr1.0e-04_'
+                                   'Dlr4.0e-04_Gnlrelu_Dnlrelu_Ginitxavier_Dinitxavier_Gattn64_'
+                                   'Dattn64_ema_SAGAN_ema',
+    'launch_SNGAN.sh': 'BigGAN_I128_hdf5_seed0_Gch64_Dch64_bs64_nDs5_Glr2.0e-04_Dlr2.0e-04_'
+                       'GBB0.900_DBB0.900_Gnlrelu_Dnlrelu_Ginitxavier_Dinitxavier_SNGAN',
+    'launch_cifar_ema.sh': 'BigGAN_C10_seed0_Gch64_Dch64_bs50_nDs4_Glr2.0e-04_Dlr2.0e-04_'
+                           'Gnlrelu_Dnlrelu_GinitN02_DinitN02_ema',
+    'sample_cifar_ema.sh': 'BigGAN_C10_seed0_Gch64_Dch64_bs50_nDs4_Glr2.0e-04_Dlr2.0e-04_'
+                           'Gnlrelu_Dnlrelu_GinitN02_DinitN02_ema',
+}
+
+
+def _script_args(name):
+    """The python command line of a launch script, as argv."""
+    text = open(os.path.join(ROOT, 'scripts', name)).read().replace('\\\n', ' ')
+    line = next(l for l in text.splitlines() if 'python ' in l and not l.startswith('#'))
+    tokens = shlex.split(line)
+    return tokens[tokens.index(next(t for t in tokens if t.endswith('.py'))) + 1:]
+
+
+@pytest.mark.parametrize('name', sorted(SCRIPT_NAMES))
+def test_launch_scripts_parse_and_name_as_the_original(name):
+    args = vars(_parser().parse_args(_script_args(name)))
+    utils.validate(args)
+    assert utils.name_from_config(args) == SCRIPT_NAMES[name]
+
+
+def test_default_name():
+    args = vars(_parser().parse_args([]))
+    assert utils.name_from_config(args) == (
+        'BigGAN_I128_hdf5_seed0_Gch64_Dch64_bs64_nDs2_Glr5.0e-05_Dlr2.0e-04_Gnlrelu_Dnlrelu_'
+        'Ginitortho_Dinitortho_Gattn64_Dattn64')
+
+
+def test_hashname_is_stable_across_processes():
+    code = ('import sys; sys.path.insert(0, %r); import utils; '
+            'print(utils.hashname("BigGAN_C10_seed0"))' % ROOT)
+    names = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            env={**os.environ, 'PYTHONHASHSEED': seed}).stdout.strip()
+             for seed in ('1', '2', 'random')}
+    assert len(names) == 1 and names.pop()
+    assert utils.hashname('a') != utils.hashname('b')
+
+
+def test_config_is_read_only(tmp_path):
+    config = utils.Config({'a': 1})
+    assert config.a == 1 and config['a'] == 1
+    for mutate in (lambda: config.__setitem__('a', 2), lambda: config.update(a=2),
+                   lambda: setattr(config, 'a', 2), lambda: config.pop('a')):
+        with pytest.raises(TypeError, match='read-only'):
+            mutate()
+
+
+def test_default_attention_on_32x32_is_ignored_as_in_the_original():
+    config = dict(vars(_parser().parse_args(['--dataset', 'C10'])), resolution=32, n_classes=10)
+    kwargs = utils.model_kwargs(config)
+    assert kwargs['G']['G_attn'] == '0' and kwargs['D']['D_attn'] == '0'
+    assert 'Gattn64' in utils.name_from_config(config)
+    config['G_attn'] = '128'
+    assert utils.model_kwargs(config)['G']['G_attn'] == '128'  # the model rejects it clearly
