@@ -143,12 +143,14 @@ def measure(G: nn.Module, sampler: sampling.NoiseSampler, config: dict, get_metr
     if config['accumulate_stats']:
         clauses.append(f"using {config['num_standing_accumulations']} standing stat "
                        f"accumulations")
-    print(', '.join(clauses) + f', Itr {itr}: Inception Score is {IS_mean:3.3f} +/- '
-          f'{IS_std:3.3f}, FID is {FID:5.4f}')
     record = {'itr': int(itr), 'IS_mean': float(IS_mean), 'IS_std': float(IS_std),
               'FID': float(FID)}
+    kid = ''
     if last.get('KID_mean') is not None:
         record.update(KID_mean=float(last['KID_mean']), KID_std=float(last['KID_std']))
+        kid = f", KID is {record['KID_mean']:.5f} +/- {record['KID_std']:.5f}"
+    print(', '.join(clauses) + f', Itr {itr}: Inception Score is {IS_mean:3.3f} +/- '
+          f'{IS_std:3.3f}, FID is {FID:5.4f}{kid}')
     return record
 
 

@@ -2,6 +2,7 @@
 folder in the original's layout, on a bare G state_dict; the files it writes, the metrics
 outputs with a stand-in Inception, and bad input."""
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -232,6 +233,22 @@ def test_documented_tfhub_flags_build_the_converters_generator(tmp_path, resolut
         f'{TFHUB} {flags} --G_weights {path} --resolution {resolution}'.split())
     assert utils.model_kwargs(config)['G'] == converter.get_config(resolution)
     assert config['experiment_name'] == f'biggan-{resolution}'
+
+
+@pytest.mark.parametrize('script,name', [
+    ('sample_BigGAN_bs256x8.sh', 'BigGAN_I128_hdf5_seed0_Gch96_Dch96_bs256_nDa8_nGa8_Glr1.0e-04_'
+     'Dlr4.0e-04_Gnlinplace_relu_Dnlinplace_relu_Ginitortho_Dinitortho_Gattn64_Dattn64_Gshared_'
+     'hier_ema'),
+    ('sample_cifar_ema.sh', 'BigGAN_C10_seed0_Gch64_Dch64_bs50_nDs4_Glr2.0e-04_Dlr2.0e-04_'
+     'Gnlrelu_Dnlrelu_GinitN02_DinitN02_ema')])
+def test_the_original_sample_scripts_find_their_runs(script, name):
+    """The scripts' flags parse and rebuild the training run's name (spec 5.6)."""
+    with open(os.path.join(ROOT, 'scripts', script)) as f:
+        text = f.read().split('python sample.py', 1)[1].replace('\\\n', ' ')
+    argv = shlex.split(text.replace('"$@"', ''))
+    config = sample_config.parse_sample_config(argv)
+    assert utils.experiment_name(config) == name
+    assert len(config['trunc_values']) == (20 if 'bs256' in script else 0)
 
 
 # --- metrics ------------------------------------------------------------------------------------

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The original's sampling script for launch_BigGAN_bs256x8.sh's run (ImageNet 128, ch 96): the
+# training flags rebuild the experiment name; then npz, sheets, interpolations, a random sheet,
+# IS/FID and the truncation curve of z's standard deviation from 0.05 to 1.
+# Use --z_var to change z's scale, --truncation T for truncated noise, and
+# --mybn --accumulate_stats --num_standing_accumulations 32 for standing statistics.
+# Extra arguments are passed on, e.g. --experiment_name 138k --weights_root weights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python sample.py \
+  --dataset I128_hdf5 --parallel --shuffle --num_workers 8 --batch_size 256 \
+  --num_G_accumulations 8 --num_D_accumulations 8 \
+  --num_D_steps 1 --G_lr 1e-4 --D_lr 4e-4 --D_B2 0.999 --G_B2 0.999 \
+  --G_attn 64 --D_attn 64 \
+  --G_ch 96 --D_ch 96 \
+  --G_nl inplace_relu --D_nl inplace_relu \
+  --SN_eps 1e-6 --BN_eps 1e-5 --adam_eps 1e-6 \
+  --G_ortho 0.0 \
+  --G_shared \
+  --G_init ortho --D_init ortho --skip_init \
+  --hier --dim_z 120 --shared_dim 128 \
+  --ema --ema_start 20000 \
+  --use_multiepoch_sampler \
+  --test_every 2000 --save_every 1000 --num_best_copies 5 --num_save_copies 2 --seed 0 \
+  --skip_init --G_batch_size 512 --use_ema --G_eval_mode --sample_trunc_curves 0.05_0.05_1.0 \
+  --sample_inception_metrics --sample_npz --sample_random --sample_sheets --sample_interps "$@"
