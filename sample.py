@@ -205,10 +205,12 @@ def plot_trunc_curves(records: List[dict], key: str, path: str) -> None:
 # The outputs
 # ------------------------------------------------------------------------------------------------
 
-def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device) -> dict:
-    """Every output asked for, in the original's order (spec 9.1, steps 6-9). Returns
-    {'npz': path, 'sheets': [paths], 'interps': [paths], 'random': path, 'metrics': record,
-    'trunc_curves': [records]} for what was written."""
+def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device,
+                  get_metrics: Optional[Callable] = None) -> dict:
+    """Every output asked for, in the original's order (spec 9.1, steps 6-9); `get_metrics`
+    (from `inception_metrics`) is needed for the metrics outputs. Returns {'npz': path,
+    'sheets': [paths], 'interps': [paths], 'random': path, 'metrics': record, 'trunc_curves':
+    [records]} for what was written."""
     name = utils.experiment_name(config)
     folder = os.path.join(config['samples_root'], name)
     os.makedirs(folder, exist_ok=True)  # the original expected it to exist
@@ -238,8 +240,8 @@ def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device)
         with train_fns.preserve_state(G):
             images, _ = sampling.sample(G, noise(G, config, device, RANDOM))
         sampling.save_image(images, out['random'], nrow=int(config['G_batch_size'] ** 0.5))
-    if config['sample_inception_metrics'] or config['trunc_values']:
-        get_metrics = inception_metrics(config, device)
+    if wants_metrics(config):
+        get_metrics = get_metrics or inception_metrics(config, device)
         if config['sample_inception_metrics']:
             with train_fns.preserve_state(G):
                 out['metrics'] = measure(G, noise(G, config, device, METRICS), config,
@@ -254,6 +256,10 @@ def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device)
         if kind in out:
             print(f"Wrote {len(out[kind])} {kind} to {os.path.dirname(out[kind][0])}")
     return out
+
+
+def wants_metrics(config: dict) -> bool:
+    return bool(config['sample_inception_metrics'] or config['trunc_values'])
 
 
 def load(config: dict) -> Tuple[nn.Module, dict, torch.device]:
@@ -276,10 +282,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         config = sample_config.parse_sample_config(argv)
         print(dict(config))
         G, state, device = load(config)
+        # A missing moments file stops the run now, not after an hour of sampling.
+        get_metrics = inception_metrics(config, device) if wants_metrics(config) else None
     except (ValueError, FileNotFoundError, PermissionError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
-    write_outputs(G, state, config, device)
+    write_outputs(G, state, config, device, get_metrics)
 
 
 if __name__ == '__main__':

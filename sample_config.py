@@ -88,6 +88,10 @@ def check_sample_flags(config: dict) -> None:
     if config['truncation'] is not None and not config['truncation'] > 0:
         raise ValueError(f"--truncation must be > 0 (the largest |z| kept; leave it out for no "
                          f"truncation), got {config['truncation']}")
+    metrics = config['sample_inception_metrics'] or config['sample_trunc_curves']
+    if metrics and config['num_inception_images'] < 10:
+        raise ValueError(f"--num_inception_images must be >= 10 (the IS splits) for the metrics, "
+                         f"got {config['num_inception_images']}")
     if config['sample_trunc_sweep'] not in TRUNC_SWEEPS:
         raise ValueError(f"--sample_trunc_sweep {config['sample_trunc_sweep']!r} is not valid; "
                          f"choose one of {list(TRUNC_SWEEPS)}")

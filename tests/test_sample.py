@@ -303,6 +303,8 @@ def test_inception_is_loaded_only_for_metrics(run_dir, monkeypatch):
     (['--sample_trunc_curves', '0.5_1.0'], ValueError, 'start_step_end'),
     (['--sample_trunc_sweep', 'std'], ValueError, "choose one of \\['z_var', 'truncation'\\]"),
     (['--sample_num_npz', '0'], ValueError, '--sample_num_npz must be >= 1'),
+    (['--sample_inception_metrics', '--num_inception_images', '5'], ValueError,
+     '--num_inception_images must be >= 10'),
     (['--experiment_name', 'nope'], FileNotFoundError, r"no checkpoint for experiment 'nope'"
                                                        r".*holds: BigGAN_HDF5_seed0"),
     (['--weights_root', '/no/such/root'], FileNotFoundError, 'does not exist either'),
@@ -326,6 +328,17 @@ def test_no_data_no_saved_config_asks_for_the_sizes(run_dir, tmp_path):
         sample_config.parse_sample_config(['--dataset', 'C10', '--resolution', '64'])
     with pytest.raises(ValueError, match='--G_weights .*no such file'):
         sample_config.parse_sample_config(['--G_weights', str(tmp_path / 'none.pth')])
+
+
+def test_a_missing_moments_file_stops_before_any_sampling(run_dir, capsys):
+    root, name = run_dir
+    with pytest.raises(SystemExit) as stop:
+        sample.main(_argv(run_dir, '--sample_npz', '--sample_inception_metrics', '--moments_path',
+                          '/no/such/moments.npz', '--samples_root', str(root / 'early')))
+    assert stop.value.code == 2
+    assert 'error: Inception moments file /no/such/moments.npz not found' in \
+        capsys.readouterr().err
+    assert not (root / 'early').exists()
 
 
 def test_command_line_reports_errors_without_a_traceback(tmp_path):
