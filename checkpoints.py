@@ -16,7 +16,7 @@ import json
 import os
 import pickle
 import warnings
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -232,7 +232,8 @@ def safe_load(path: str, map_location='cpu'):
                          f'({type(error).__name__}: {error})') from None
     try:
         with warnings.catch_warnings():
-            # Legacy files name their module classes' source; the stand-ins never run it.
+            # The legacy format stores each module's source and compares it with the loaded
+            # class; our stand-ins have none, which is the point.
             warnings.filterwarnings('ignore', message="Couldn't retrieve source code")
             obj = torch.load(path, map_location=map_location, weights_only=False,
                              pickle_module=_RestrictedPickle)
@@ -333,10 +334,14 @@ def checkpoint_folder(weights_root: str, experiment_name: str, name_suffix: Opti
     """The experiment's weights folder; a clear error listing what is there when absent."""
     folder = os.path.join(weights_root, experiment_name)
     if not os.path.isdir(folder):
-        there = sorted(os.listdir(weights_root)) if os.path.isdir(weights_root) else []
-        listing = ', '.join(there[:20]) if there else 'nothing'
+        if os.path.isdir(weights_root):
+            there = sorted(os.listdir(weights_root))
+            listing = f"holds: {', '.join(there[:20]) if there else 'nothing'}"
+            listing += f', ... ({len(there)} in all)' if len(there) > 20 else ''
+        else:
+            listing = 'does not exist either; see --weights_root / --base_root'
         raise FileNotFoundError(f'no {what} for experiment {experiment_name!r}: {folder!r} does '
-                                f'not exist ({weights_root!r} holds: {listing}). Pass '
+                                f'not exist ({weights_root!r} {listing}). Pass '
                                 f'--experiment_name, or the same flags as the training run')
     recover(folder)
     if not os.path.isfile(os.path.join(folder, file_name('G', name_suffix))):
@@ -345,6 +350,19 @@ def checkpoint_folder(weights_root: str, experiment_name: str, name_suffix: Opti
                                 f"(--load_weights {name_suffix or repr('')}); it holds: "
                                 f"{', '.join(have) or 'nothing'}")
     return folder
+
+
+def read_state(weights_root: str, experiment_name: str,
+               name_suffix: Optional[str] = None) -> Tuple[dict, str]:
+    """The saved training state of a weights folder (upgraded, config included) and its path,
+    without loading any weights: what `sample.py --config_from_name` reads first."""
+    folder = checkpoint_folder(weights_root, experiment_name, name_suffix)
+    path = os.path.join(folder, file_name('state_dict', name_suffix))
+    if not os.path.isfile(path):
+        have = sorted(f for f in os.listdir(folder) if f.endswith('.pth'))
+        raise FileNotFoundError(f"{folder!r} has no {file_name('state_dict', name_suffix)}, "
+                                f"which holds the saved config; it holds: {', '.join(have)}")
+    return upgrade_state(safe_load(path)), path
 
 
 def load_weights(G, D, G_optim, D_optim, state_dict: dict, weights_root: str,

@@ -156,7 +156,20 @@ NEW_FLAGS = [
 ]
 
 TRAIN_ONLY = {'num_iters'}
-SAMPLE_NEW_FLAGS: list = []
+
+# sample.py's own additions (README, "Sampling").
+SAMPLE_NEW_FLAGS = [
+    ('G_weights', str, '', 'sample from this bare G state_dict file (e.g. a TF-Hub conversion) '
+                           'instead of a weights folder; the flags give the architecture'),
+    ('n_classes', int, 0, 'number of classes for --dataset ImageFolder / HDF5 when neither the '
+                          'data nor a saved config is at hand (0: from those)'),
+    ('truncation', float, None, "truncated normal z: resample every |z| above this threshold "
+                                "(the paper's truncation trick; default: none)"),
+    ('classes', str, '', "only these classes in sheets and samples, e.g. '1,5,9' (default: "
+                         "all)"),
+    ('sample_trunc_sweep', str, 'z_var', "what --sample_trunc_curves varies: z_var (the "
+                                         "original: z's std) or truncation (the threshold)"),
+]
 
 
 def _add(parser: argparse.ArgumentParser, table: Iterable) -> None:
@@ -286,11 +299,12 @@ def validate(config: dict) -> None:
 def parse_config(argv: Optional[List[str]] = None, sample: bool = False) -> Config:
     """Parse and validate the command line; add the derived entries (resolution, n_classes,
     effective attention and batch sizes, roots). Returns the read-only Config."""
-    import datasets
-    parser = prepare_parser()
     if sample:
-        add_sample_parser(parser)
-    args = parser.parse_args(argv)
+        # sample.py's rules: flags given win over a saved config, and no data set is needed.
+        import sample_config
+        return sample_config.parse_sample_config(argv)
+    import datasets
+    args = prepare_parser().parse_args(argv)
     config = vars(args)
     if config['base_root']:
         for name in ('data', 'weights', 'logs', 'samples'):
@@ -302,7 +316,7 @@ def parse_config(argv: Optional[List[str]] = None, sample: bool = False) -> Conf
     config['n_classes'] = info.n_classes
     config['classes_per_sheet'] = info.classes_per_sheet
     config['G_batch_size'] = max(config['G_batch_size'], config['batch_size'])
-    config['skip_init'] = config['skip_init'] or config['resume'] or sample
+    config['skip_init'] = config['skip_init'] or config['resume']
     config['amp'] = amp_mode(config)
     return Config(config)
 

@@ -1,0 +1,206 @@
+"""sample.py's configuration: which flags were given, what a saved config fills in, and the image
+size and class count without a data set on disk.
+
+sample.py takes the training flags, the original's eight sample flags (spec 1.2) and ours
+(`utils.SAMPLE_NEW_FLAGS`). With `--config_from_name` it reads the experiment's `state_dict.pth`
+and fills every flag the command line did not give; the original copied the saved config over
+nearly all of them, `--load_weights` and `--num_inception_images` included (spec 12.1, item 14).
+Resolution and class count come from the dataset table, the flags or the saved config; the data
+are read only for `--dataset ImageFolder / HDF5` when none of those says.
+"""
+import argparse
+import math
+import os
+from typing import List, Optional, Set, Tuple
+
+import checkpoints
+import datasets
+import utils
+
+# Never taken from a saved config: the original's six (spec 9.1), and what belongs to this
+# machine or to this sampling run rather than to the trained model.
+SAMPLE_TIME_KEYS = frozenset({
+    'z_var', 'base_root', 'batch_size', 'G_batch_size', 'use_ema', 'G_eval_mode',
+    'load_weights', 'config_from_name', 'experiment_name', 'resume', 'weights_root',
+    'logs_root', 'samples_root', 'moments_path', 'inception_weights', 'parallel', 'device',
+    'num_workers', 'pbar'})
+TRUNC_SWEEPS = ('z_var', 'truncation')
+
+
+def sample_parser() -> argparse.ArgumentParser:
+    """The training parser plus the sample flags."""
+    parser = utils.add_sample_parser(utils.prepare_parser())
+    parser.description = ('Sample from a trained BigGAN: npz export, class and interpolation '
+                          'sheets, IS/FID and truncation curves. Training flags keep their '
+                          'names; see README.md, "Sampling".')
+    return parser
+
+
+def given_flags(argv: Optional[List[str]] = None) -> Set[str]:
+    """The config keys set on the command line, whatever their value (a flag given with its
+    default value counts as given): argparse fills in defaults only for names the namespace
+    lacks, so a namespace holding a marker for every name keeps the marker where no flag
+    came."""
+    parser = sample_parser()
+    unset = object()
+    names = vars(parser.parse_args([]))
+    parsed = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names, unset)))
+    return {name for name, value in vars(parsed).items() if value is not unset}
+
+
+def fill_from_saved(config: dict, given: Set[str]) -> Tuple[dict, str]:
+    """Fill the flags not given from the experiment's saved config; return the new config and
+    the state file's path. The experiment is found with the flags as given (as in the
+    original), and keeps that name."""
+    if config['G_weights']:
+        raise ValueError('--config_from_name reads the state_dict.pth of a weights folder, and '
+                         'a --G_weights file has none: give the architecture flags instead')
+    name = utils.experiment_name(config)
+    state, path = checkpoints.read_state(config['weights_root'], name,
+                                         config['load_weights'] or None)
+    copyable = set(vars(utils.prepare_parser().parse_args([]))) | {'n_classes'}
+    filled = {}
+    for key, value in (state.get('config') or {}).items():
+        if key in given or key in SAMPLE_TIME_KEYS or key not in copyable:
+            continue
+        if key == 'model' and value not in utils.MODELS:
+            # The released checkpoints say 'model'; the original imported whatever was there.
+            print(f"Note: {path} names the model {value!r}, which is no model; using --model "
+                  f"{config['model']}")
+            continue
+        filled[key] = value
+    changed = sorted(k for k, v in filled.items() if config.get(k) != v)
+    print(f"Config from {path}: {len(changed)} flags differ from the defaults"
+          f"{': ' + ', '.join(changed) if changed else ''}; the {len(given)} flags given on "
+          f"the command line are kept")
+    return {**config, **filled, 'experiment_name': name}, path
+
+
+def check_sample_flags(config: dict) -> None:
+    """The sample flags' own checks (ValueError naming the flag)."""
+    if config['sample_num_npz'] < 1:
+        raise ValueError(f"--sample_num_npz must be >= 1, got {config['sample_num_npz']}")
+    if config['n_classes'] < 0:
+        raise ValueError(f"--n_classes must be >= 1 (0: from the data or the saved config), "
+                         f"got {config['n_classes']}")
+    if not config['z_var'] > 0:
+        raise ValueError(f"--z_var (z's standard deviation) must be > 0, got {config['z_var']}")
+    if config['truncation'] is not None and not config['truncation'] > 0:
+        raise ValueError(f"--truncation must be > 0 (the largest |z| kept; leave it out for no "
+                         f"truncation), got {config['truncation']}")
+    metrics = config['sample_inception_metrics'] or config['sample_trunc_curves']
+    if metrics and config['num_inception_images'] < 10:
+        raise ValueError(f"--num_inception_images must be >= 10 (the IS splits) for the metrics, "
+                         f"got {config['num_inception_images']}")
+    if config['sample_trunc_sweep'] not in TRUNC_SWEEPS:
+        raise ValueError(f"--sample_trunc_sweep {config['sample_trunc_sweep']!r} is not valid; "
+                         f"choose one of {list(TRUNC_SWEEPS)}")
+    if config['G_weights'] and not os.path.isfile(config['G_weights']):
+        raise ValueError(f"--G_weights {config['G_weights']!r}: no such file (a G state_dict, "
+                         f"e.g. pretrained_weights/biggan-128.pth from TFHub/converter.py)")
+
+
+def parse_trunc_curves(text: str) -> Tuple[float, ...]:
+    """'start_step_end' -> every value from start to end inclusive, step apart. The original's
+    np.arange(start, end + step, step) could add a value past end by float rounding."""
+    if not text:
+        return ()
+    hint = ("--sample_trunc_curves must be start_step_end with start > 0, step > 0 and "
+            "end >= start, e.g. 0.2_0.1_1.0 or 0.05_0.05_1.0")
+    try:
+        start, step, end = (float(part) for part in text.split('_'))
+    except ValueError:
+        raise ValueError(f'{hint}; got {text!r}') from None
+    if not (all(map(math.isfinite, (start, step, end))) and start > 0 and step > 0
+            and end >= start):
+        raise ValueError(f'{hint}; got {text!r}')
+    count = int(math.floor((end - start) / step + 1e-9)) + 1
+    return tuple(round(start + i * step, 10) for i in range(count))
+
+
+def parse_classes(text: str, n_classes: int) -> Optional[Tuple[int, ...]]:
+    """'1,5,9' -> (1, 5, 9), each in [0, n_classes); '' -> None (every class)."""
+    if not text:
+        return None
+    try:
+        classes = tuple(int(part) for part in text.split(','))
+    except ValueError:
+        raise ValueError(f"--classes {text!r} is not a comma-separated list of class indices, "
+                         f"e.g. '1,5,9'") from None
+    bad = [c for c in classes if not 0 <= c < n_classes]
+    if bad:
+        raise ValueError(f'--classes {text!r}: {bad} out of range; this model has {n_classes} '
+                         f'classes, 0 to {n_classes - 1}')
+    return classes
+
+
+def sample_dataset(config: dict) -> Tuple[int, int, int]:
+    """(resolution, n_classes, classes per sheet), reading the data only when nothing else says.
+
+    Table datasets fix both; with --G_weights (a bare G, no training run behind it) --resolution
+    and --n_classes may differ from the table, e.g. --resolution 512 for biggan-512.pth.
+    """
+    dataset, resolution, n_classes = config['dataset'], config['resolution'], config['n_classes']
+    if dataset in datasets.DATASETS:
+        info = datasets.DATASETS[dataset]
+        for flag, value, own in (('resolution', resolution, info.resolution),
+                                 ('n_classes', n_classes, info.n_classes)):
+            if value and value != own and not config['G_weights']:
+                raise ValueError(f'--{flag} {value} does not match --dataset {dataset} ({own}); '
+                                 f'drop --{flag}, use --dataset ImageFolder / HDF5 for other '
+                                 f'data, or sample a bare G file with --G_weights')
+        resolution, n_classes = resolution or info.resolution, n_classes or info.n_classes
+        if n_classes == info.n_classes:
+            return datasets.check_resolution(resolution), n_classes, info.classes_per_sheet
+    elif dataset in datasets.CUSTOM_DATASETS:
+        if not (resolution and n_classes):
+            if not os.path.exists(config['data_root']):
+                raise ValueError(
+                    f"--dataset {dataset} without its data (--data_root "
+                    f"{config['data_root']!r} does not exist): give --resolution and "
+                    f"--n_classes, or --config_from_name to take them from the saved config")
+            info = datasets.dataset_info(dataset, config['data_root'], resolution or None)
+            resolution, n_classes = info.resolution, n_classes or info.n_classes
+    else:
+        datasets.dataset_info(dataset)  # raises the data layer's error, with the valid names
+    datasets.check_resolution(resolution)
+    # The data layer's sheet layout for data without a table row (20 or 50 per sheet).
+    return resolution, n_classes, datasets._sheet_classes(n_classes, resolution)
+
+
+def parse_sample_config(argv: Optional[List[str]] = None) -> utils.Config:
+    """Parse sample.py's command line into the read-only Config (see the module docstring).
+
+    Derived entries: resolution, n_classes, classes_per_sheet, sample_classes (tuple or None),
+    trunc_values (the --sample_trunc_curves values), G_batch_size (at least batch_size),
+    skip_init (always), experiment_name (with --G_weights: the file's name by default).
+    """
+    config = vars(sample_parser().parse_args(argv))
+    given = given_flags(argv)
+    if config['base_root']:
+        for name in ('data', 'weights', 'logs', 'samples'):
+            config[f'{name}_root'] = os.path.join(config['base_root'], name)
+    saved_from = ''
+    if config['config_from_name']:
+        config, saved_from = fill_from_saved(config, given)
+    try:
+        # sample.py loads G_ema.pth by --use_ema alone, so train.py's note on --use_ema
+        # without --ema does not apply here.
+        utils.validate({**config, 'use_ema': False})
+        check_sample_flags(config)
+        resolution, n_classes, per_sheet = sample_dataset(config)
+        config.update(sample_classes=parse_classes(config['classes'], n_classes),
+                      trunc_values=parse_trunc_curves(config['sample_trunc_curves']))
+    except ValueError as error:
+        if saved_from:
+            raise ValueError(f'{error} (flags not given on the command line came from '
+                             f'{saved_from})') from None
+        raise
+    config.update(resolution=resolution, n_classes=n_classes, classes_per_sheet=per_sheet,
+                  G_batch_size=max(config['G_batch_size'], config['batch_size']),
+                  skip_init=True)
+    if config['G_weights'] and not config['experiment_name']:
+        stem = os.path.splitext(os.path.basename(config['G_weights']))[0]
+        config['experiment_name'] = stem
+    config['amp'] = utils.amp_mode(config)
+    return utils.Config(config)
