@@ -129,16 +129,18 @@ def progress(items: Iterable, desc: str = '', total: Optional[int] = None,
     t_start = time.time()
     n = start
     for n, item in enumerate(items, start + 1):
-        yield item
+        # The line goes out before the item is processed, so train.py can append the item's
+        # losses to it, as the original's display did.
         elapsed = time.time() - t_start
-        rate = elapsed / max(n - start, 1)
-        if displaytype == 's1k':
-            target = (n // 1000 + 1) * 1000
-            line = f'(TE/ET1k: {_clock(elapsed)} / {_clock(rate * (target - n))})'
-        else:
-            line = f'(TE/ETA: {_clock(elapsed)} / {_clock(rate * (total - n))})'
         pct = 100.0 * n / total if total else 100.0
-        stream.write(f'\r{desc}{n}/{total} ({pct:6.2f}%) {line}')
+        line = f'\r{desc}{n}/{total} ({pct:6.2f}%)'
+        if n > start + 1:
+            rate = elapsed / (n - start - 1)
+            target = (n // 1000 + 1) * 1000 if displaytype == 's1k' else total
+            label = 'ET1k' if displaytype == 's1k' else 'ETA'
+            line += f' (TE/{label}: {_clock(elapsed)} / {_clock(rate * (target - n))})'
+        stream.write(line + ' ')
         stream.flush()
+        yield item
     stream.write(f'\r{desc}{n}/{total} (took {_clock(time.time() - t_start)})\n')
     stream.flush()
