@@ -71,18 +71,26 @@ def G_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'G_attn')
     return arch
 
 
-def D_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'D_attn') -> dict:
-    """The D arch table for every resolution (no 512 table, as in the original)."""
+def d_tables(table: dict, ch: int, attention: Union[str, int], arg: str,
+             rgb_input: bool) -> dict:
+    """D arch tables from rows (in multipliers, out multipliers, downsample, resolutions,
+    attention exponent range); `rgb_input` prepends the 3 input channels to in_channels (BigGAN
+    feeds the image to its first block; BigGAN-deep has a stem conv)."""
     arch = {}
-    for res, (ins, outs, down, resolutions, (lo, hi)) in _D_TABLE.items():
+    for res, (ins, outs, down, resolutions, (lo, hi)) in table.items():
         keys = [2 ** i for i in range(lo, hi + 1)]
-        arch[res] = {'in_channels': [3] + [ch * m for m in ins],
+        arch[res] = {'in_channels': [3] * rgb_input + [ch * m for m in ins],
                      'out_channels': [ch * m for m in outs],
                      'downsample': down,
                      'resolution': resolutions,
                      'attention_keys': keys,
                      'attention': functools.partial(_attention_flags, attention, keys, arg)}
     return arch
+
+
+def D_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'D_attn') -> dict:
+    """The D arch table for every resolution (no 512 table, as in the original)."""
+    return d_tables(_D_TABLE, ch, attention, arg, rgb_input=True)
 
 
 def select_arch(tables: dict, resolution: int, arg: str) -> dict:

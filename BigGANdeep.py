@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import layers
-from BigGAN import G_D, DiscriminatorBase, GeneratorBase, _attention_flags, upsample_nearest
+from BigGAN import G_D, DiscriminatorBase, GeneratorBase, d_tables, upsample_nearest
 from BigGAN import G_arch as _biggan_G_arch
 
 __all__ = ['GBlock', 'DBlock', 'G_arch', 'D_arch', 'Generator', 'Discriminator', 'G_D']
@@ -124,16 +124,7 @@ _D_TABLE = {  # resolution: (in multipliers, out multipliers, downsample, resolu
 def D_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'D_attn') -> dict:
     """The BigGAN-deep D table; only the first len(out_channels) downsample/resolution entries
     are used, as in the original."""
-    arch = {}
-    for res, (ins, outs, down, resolutions, (lo, hi)) in _D_TABLE.items():
-        keys = [2 ** i for i in range(lo, hi + 1)]
-        arch[res] = {'in_channels': [ch * m for m in ins],
-                     'out_channels': [ch * m for m in outs],
-                     'downsample': down,
-                     'resolution': resolutions,
-                     'attention_keys': keys,
-                     'attention': functools.partial(_attention_flags, attention, keys, arg)}
-    return arch
+    return d_tables(_D_TABLE, ch, attention, arg, rgb_input=False)
 
 
 # ------------------------------------------------------------------------------------------------
