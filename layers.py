@@ -138,7 +138,8 @@ class SN:
         # Half-precision weights are promoted; float32 and float64 stay as they are.
         w = weight.float() if weight.element_size() < 4 else weight
         with torch.autocast(device_type=weight.device.type, enabled=False):
-            W_mat = w.view(w.size(0), -1)
+            # reshape, not view: a channels_last weight is not contiguous (a copy, then).
+            W_mat = w.reshape(w.size(0), -1)
             if self.transpose:
                 W_mat = W_mat.t()
             for _ in range(self.num_itrs):

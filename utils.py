@@ -153,6 +153,15 @@ NEW_FLAGS = [
                               'moments.npz)'),
     ('use_kid', _FLAG, False, 'also compute KID at each test (the moments file must hold KID '
                               'features)'),
+    # Speed (README: Speed and scale)
+    ('amp', str, 'none', 'mixed precision: none (float32), bf16, or fp16 (CUDA only, with loss '
+                         'scaling); SN, BN statistics, softmax and losses stay float32'),
+    ('channels_last', _FLAG, False, 'channels-last layout for G, D and the images'),
+    ('compile', _FLAG, False, 'torch.compile the G and D training forwards (slow first steps)'),
+    ('compile_mode', str, 'default', 'torch.compile mode: default, reduce-overhead (CUDA '
+                                     'graphs) or max-autotune'),
+    ('log_every', int, 1, 'read the training losses back from the device every N iterations '
+                          '(every iteration is still logged; N > 1 saves a wait per step)'),
 ]
 
 TRAIN_ONLY = {'num_iters'}
@@ -221,6 +230,8 @@ MODELS = ('BigGAN', 'BigGANdeep')
 LOSSES = ('hinge', 'dcgan')
 INCEPTIONS = ('tf', 'torchvision')
 PBARS = ('mine', 'tqdm', 'none')
+AMP_MODES = ('none', 'bf16', 'fp16')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune')
 
 
 def _positive(config: dict, names: Sequence[str], minimum: int = 1) -> None:
@@ -234,6 +245,7 @@ def validate(config: dict) -> None:
     the flag and what would be valid."""
     _positive(config, ('batch_size', 'num_G_accumulations', 'num_D_accumulations',
                        'num_D_steps', 'save_every', 'test_every', 'num_inception_images',
+                       'log_every',
                        'num_best_copies', 'num_standing_accumulations', 'G_ch', 'D_ch',
                        'dim_z', 'G_depth', 'D_depth', 'num_G_SVs', 'num_D_SVs',
                        'num_G_SV_itrs', 'num_D_SV_itrs'))
@@ -257,6 +269,8 @@ def validate(config: dict) -> None:
     layers.check_choice('--inception', config['inception'], INCEPTIONS)
     layers.check_choice('--pbar', config['pbar'], PBARS)
     layers.check_choice('--which_train_fn', config['which_train_fn'], ('GAN', 'dummy'))
+    layers.check_choice('--amp', config['amp'], AMP_MODES)
+    layers.check_choice('--compile_mode', config['compile_mode'], COMPILE_MODES)
     for name in ('G_nl', 'D_nl'):
         layers.check_choice(f'--{name}', config[name], sorted(layers.ACTIVATIONS))
     for name in ('G_init', 'D_init'):
