@@ -26,10 +26,11 @@ import utils
 from sync_batchnorm import local_statistics
 
 
-def make_optimizers(G, D, config: dict, device: torch.device):
+def make_optimizers(G, D, config: dict, device: torch.device, fast: bool = True):
     """Adam for G and D with the original's hyper-parameters: fused on CUDA (one kernel for all
-    tensors), the multi-tensor (foreach) form elsewhere."""
-    fast = {'fused': True} if device.type == 'cuda' else {'foreach': True}
+    tensors), the multi-tensor (foreach) form elsewhere; `fast=False`: PyTorch's defaults (what
+    the original's code gets, for bench.py --baseline)."""
+    fast = ({'fused': True} if device.type == 'cuda' else {'foreach': True}) if fast else {}
     G_optim = torch.optim.Adam(G.parameters(), lr=config['G_lr'],
                                betas=(config['G_B1'], config['G_B2']), weight_decay=0,
                                eps=config['adam_eps'], **fast)
@@ -39,7 +40,7 @@ def make_optimizers(G, D, config: dict, device: torch.device):
     return G_optim, D_optim
 
 
-def build_models(config: dict, device: torch.device):
+def build_models(config: dict, device: torch.device, fast_adam: bool = True):
     """G, D, G_ema and its EMA (None without --ema), and the optimizers, on `device` and in the
     memory layout --channels_last asks for (set before the optimizers see the parameters)."""
     model = utils.model_module(config)
@@ -56,7 +57,7 @@ def build_models(config: dict, device: torch.device):
                 net.to(memory_format=torch.channels_last)
     if G_ema is not None:
         ema = train_fns.EMA(G, G_ema, config['ema_decay'], config['ema_start'])
-    G_optim, D_optim = make_optimizers(G, D, config, device)
+    G_optim, D_optim = make_optimizers(G, D, config, device, fast_adam)
     return G, D, G_ema, ema, G_optim, D_optim
 
 
@@ -135,11 +136,14 @@ def run(config: dict) -> dict:
     """The whole training program, in one process of possibly several (torchrun). Returns the
     final training state."""
     device = distributed.setup(config)
+    finished = False
     try:
         distributed.check_flags(config, device)
-        return _train(config, device)
+        state = _train(config, device)
+        finished = True
+        return state
     finally:
-        distributed.teardown()
+        distributed.teardown(wait=finished)
 
 
 def _train(config: dict, device: torch.device) -> dict:
