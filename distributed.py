@@ -75,10 +75,14 @@ def setup(config: dict) -> torch.device:
     return device
 
 
-def teardown() -> None:
-    """Leave the process group if `setup` joined it."""
+def teardown(wait: bool = True) -> None:
+    """Leave the process group if `setup` joined it; with `wait`, once every rank is done (a
+    rank that left early would break the others' last collective). After an error, leave at
+    once, so that torchrun sees the failure and stops the other ranks."""
     global _OWNED_GROUP
     if _OWNED_GROUP and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
     _OWNED_GROUP = False
 

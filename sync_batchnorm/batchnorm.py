@@ -78,4 +78,3 @@ class SynchronizedBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             out = out * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
         return out.to(x.dtype)
-
