@@ -174,7 +174,7 @@ def sampling_step(config: dict, device: torch.device, baseline: bool):
         noise = distributed.ShardedNoise(noise, device, distributed.rank(),
                                          distributed.world_size())
         if config['compile']:
-            draw = torch.compile(draw, mode=config['compile_mode'])
+            draw = torch.compile(draw, mode=config['compile_mode'], dynamic=False)
     precision = train_fns.Precision(config['amp'], device)
 
     @torch.no_grad()
@@ -222,10 +222,17 @@ def peak_memory_gib(device: torch.device) -> float:
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     device = distributed.setup({'device': args.device})
-    finished = False
     try:
+        if args.baseline and distributed.world_size() > 1:
+            raise ValueError('--baseline times one process (the original ran one); for '
+                             'scaling, compare torchrun runs with one run of the default path')
         config = run_config(args, device)
         distributed.check_flags(config, device)
+    except ValueError as error:
+        distributed.teardown(wait=False)
+        raise SystemExit(f'error: {error}') from None
+    finished = False
+    try:
         utils.setup_torch(utils.Config({**config, 'device': str(device)}))
         kind = 'cuda' if device.type == 'cuda' else 'cpu'
         warmup = args.warmup if args.warmup >= 0 else DEFAULTS[kind]['warmup']

@@ -222,9 +222,11 @@ def wrap_for_training(G: nn.Module, D: nn.Module, config: dict,
     processes; DataParallel with --parallel in one process that sees several GPUs."""
     G_unit, D_unit = ConditionedG(G), PairedD(D)
     if config.get('compile'):
+        # Static shapes: training sees a few batch sizes (D gets fakes and reals together in its
+        # step, fakes alone in G's), each worth its own specialized graph.
         mode = config.get('compile_mode', 'default')
-        G_unit = torch.compile(G_unit, mode=mode)
-        D_unit = torch.compile(D_unit, mode=mode)
+        G_unit = torch.compile(G_unit, mode=mode, dynamic=False)
+        D_unit = torch.compile(D_unit, mode=mode, dynamic=False)
     if world_size() > 1:
         if config.get('parallel'):
             utils.main_process_print(f'Note: --parallel under torchrun: each of the '

@@ -146,10 +146,42 @@ def run(config: dict) -> dict:
         distributed.teardown(wait=finished)
 
 
-def _train(config: dict, device: torch.device) -> dict:
-    utils.setup_torch(utils.Config({**config, 'device': str(device)}))
-    main, say = distributed.is_main(), utils.main_process_print
+def resume(config: dict, experiment_name: str, G, D, G_ema, G_optim, D_optim,
+           state_dict: dict, noise: sampling.NoiseSampler) -> None:
+    """Load the checkpoint on every rank and put back the random states saved with it."""
+    main = distributed.is_main()
+    # Rank 0 loads first: loading may finish a save a crash interrupted (it writes).
+    if not main:
+        distributed.barrier()
+    saved = checkpoints.load_weights(G, D, G_optim, D_optim, state_dict, config['weights_root'],
+                                     experiment_name, config['load_weights'] or None, G_ema)
     if main:
+        distributed.barrier()
+    restore_rng(saved.get('rng'), noise)
+    match_layout(G_optim)
+    match_layout(D_optim)
+
+
+def make_loggers(config: dict, experiment_name: str, state_dict: dict):
+    """The training and test loggers, and the metadata file; silent loggers on other ranks."""
+    if not distributed.is_main():
+        return _Silent(), _Silent()
+    start_itr = state_dict['itr']
+    train_log = loggers.MyLogger(os.path.join(config['logs_root'], experiment_name),
+                                 reinitialize=not config['resume'],
+                                 logstyle=config['logstyle'], start_itr=start_itr)
+    test_log = loggers.MetricsLogger(os.path.join(config['logs_root'],
+                                                  f'{experiment_name}_log.jsonl'),
+                                     reinitialize=not config['resume'], start_itr=start_itr)
+    loggers.write_metadata(config['logs_root'], experiment_name, config, state_dict)
+    return train_log, test_log
+
+
+def _train(config: dict, device: torch.device) -> dict:
+    """`run` in this process, on `device`."""
+    utils.setup_torch(utils.Config({**config, 'device': str(device)}))
+    say = utils.main_process_print
+    if distributed.is_main():
         utils.prepare_root(config)
     experiment_name = utils.experiment_name(config)
     say(f'Experiment name is {experiment_name}')
@@ -163,31 +195,12 @@ def _train(config: dict, device: torch.device) -> dict:
     noise = sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'],
                                   torch.device('cpu'), seed=config['seed'])
     if config['resume']:
-        # Rank 0 loads first: loading may finish a save a crash interrupted (it writes).
-        if not main:
-            distributed.barrier()
-        saved = checkpoints.load_weights(G, D, G_optim, D_optim, state_dict,
-                                         config['weights_root'], experiment_name,
-                                         config['load_weights'] or None, G_ema)
-        if main:
-            distributed.barrier()
-        restore_rng(saved.get('rng'), noise)
-        match_layout(G_optim)
-        match_layout(D_optim)
+        resume(config, experiment_name, G, D, G_ema, G_optim, D_optim, state_dict, noise)
     distributed.broadcast_states(G, D, G_ema)
     train_sampler = distributed.ShardedNoise(noise, device, distributed.rank(),
                                              distributed.world_size())
-
     start_itr = state_dict['itr']
-    train_log, test_log = _Silent(), _Silent()
-    if main:
-        train_log = loggers.MyLogger(os.path.join(config['logs_root'], experiment_name),
-                                     reinitialize=not config['resume'],
-                                     logstyle=config['logstyle'], start_itr=start_itr)
-        test_log = loggers.MetricsLogger(os.path.join(config['logs_root'],
-                                                      f'{experiment_name}_log.jsonl'),
-                                         reinitialize=not config['resume'], start_itr=start_itr)
-        loggers.write_metadata(config['logs_root'], experiment_name, config, state_dict)
+    train_log, test_log = make_loggers(config, experiment_name, state_dict)
 
     loader_batch = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
     loader = datasets.get_data_loaders(
