@@ -254,8 +254,11 @@ def prepare_metrics(config: dict, device, last_itr: int):
             raise RuntimeError('no test was planned in this run (--test_every is beyond its '
                                'last iteration)')
         return no_tests
+    # --parallel spreads the Inception net over the visible GPUs only in a single process; under
+    # torchrun each process keeps to its own GPU.
+    parallel = config['parallel'] and distributed.world_size() == 1
     return inception_utils.prepare_inception_metrics(
-        config['dataset'], config['parallel'], config['no_fid'],
+        config['dataset'], parallel, config['no_fid'],
         moments_path=config['moments_path'] or None, inception=config['inception'],
         inception_weights=config['inception_weights'] or None, device=device,
         use_kid=config['use_kid'])
