@@ -94,11 +94,15 @@ def power_iteration(W: torch.Tensor, u_list: List[torch.Tensor], update: bool = 
         with torch.no_grad():
             v = F.normalize(gram_schmidt(torch.matmul(u, W), vs), eps=eps)
             vs.append(v)
-            u = F.normalize(gram_schmidt(torch.matmul(v, W.t()), us), eps=eps)
+        # v W^T gives both the new u (no gradient) and the singular value v W^T u^T (with
+        # it): one pass over W instead of two, the same numbers.
+        vW = torch.matmul(v, W.t())
+        with torch.no_grad():
+            u = F.normalize(gram_schmidt(vW, us), eps=eps)
             us.append(u)
             if update:
                 u_list[i].copy_(u)
-        svs.append(torch.squeeze(torch.matmul(torch.matmul(v, W.t()), u.t())))
+        svs.append(torch.squeeze(torch.matmul(vW, u.t())))
     return svs, us, vs
 
 
@@ -138,7 +142,8 @@ class SN:
         # Half-precision weights are promoted; float32 and float64 stay as they are.
         w = weight.float() if weight.element_size() < 4 else weight
         with torch.autocast(device_type=weight.device.type, enabled=False):
-            W_mat = w.view(w.size(0), -1)
+            # reshape, not view: a channels_last weight is not contiguous (a copy, then).
+            W_mat = w.reshape(w.size(0), -1)
             if self.transpose:
                 W_mat = W_mat.t()
             for _ in range(self.num_itrs):

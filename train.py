@@ -18,22 +18,60 @@ from tqdm import tqdm
 
 import checkpoints
 import datasets
+import distributed
 import loggers
 import sampling
 import train_fns
 import utils
+from sync_batchnorm import local_statistics
+
+# Elapsed time for --time_limit and the final report: immune to wall-clock jumps.
+clock = time.monotonic
 
 
-def make_optimizers(G, D, config: dict, device: torch.device):
-    """Adam for G and D with the original's hyper-parameters; fused on CUDA."""
-    fused = {'fused': True} if device.type == 'cuda' else {}
+def make_optimizers(G, D, config: dict, device: torch.device, fast: bool = True):
+    """Adam for G and D with the original's hyper-parameters: fused on CUDA (one kernel for all
+    tensors), the multi-tensor (foreach) form elsewhere; `fast=False`: PyTorch's defaults (what
+    the original's code gets, for bench.py --baseline)."""
+    fast = ({'fused': True} if device.type == 'cuda' else {'foreach': True}) if fast else {}
     G_optim = torch.optim.Adam(G.parameters(), lr=config['G_lr'],
                                betas=(config['G_B1'], config['G_B2']), weight_decay=0,
-                               eps=config['adam_eps'], **fused)
+                               eps=config['adam_eps'], **fast)
     D_optim = torch.optim.Adam(D.parameters(), lr=config['D_lr'],
                                betas=(config['D_B1'], config['D_B2']), weight_decay=0,
-                               eps=config['adam_eps'], **fused)
+                               eps=config['adam_eps'], **fast)
     return G_optim, D_optim
+
+
+def build_models(config: dict, device: torch.device, fast_adam: bool = True):
+    """G, D, G_ema and its EMA (None without --ema), and the optimizers, on `device` and in the
+    memory layout --channels_last asks for (set before the optimizers see the parameters)."""
+    model = utils.model_module(config)
+    kwargs = utils.model_kwargs(config)
+    G = model.Generator(**kwargs['G']).to(device)
+    D = model.Discriminator(**kwargs['D']).to(device)
+    G_ema, ema = None, None
+    if config['ema']:
+        utils.main_process_print(f"Preparing EMA for G with decay of {config['ema_decay']}")
+        G_ema = model.Generator(**{**kwargs['G'], 'skip_init': True}).to(device)
+    if config['channels_last']:
+        for net in (G, D, G_ema):
+            if net is not None:
+                net.to(memory_format=torch.channels_last)
+    if G_ema is not None:
+        ema = train_fns.EMA(G, G_ema, config['ema_decay'], config['ema_start'])
+    G_optim, D_optim = make_optimizers(G, D, config, device, fast_adam)
+    return G, D, G_ema, ema, G_optim, D_optim
+
+
+def match_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer state the memory layout of its parameter (a checkpoint holds
+    contiguous tensors; the multi-tensor and fused kernels want matching strides)."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if (torch.is_tensor(value) and value.shape == param.shape
+                    and value.stride() != param.stride()):
+                state[key] = torch.empty_like(param).copy_(value)
 
 
 def rng_state(train_sampler: sampling.NoiseSampler) -> dict:
@@ -45,7 +83,9 @@ def rng_state(train_sampler: sampling.NoiseSampler) -> dict:
                        'cached_gaussian': float(np_state[4])},
              'python': random.getstate(),
              'sampler': train_sampler.state_dict()}
-    if torch.cuda.is_available():
+    # One process per GPU does not save the CUDA states: reading them would open a context on
+    # every GPU from each process, and training draws no random numbers on the GPU.
+    if torch.cuda.is_available() and distributed.world_size() == 1:
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
 
@@ -74,44 +114,61 @@ def saved_config(config: dict) -> dict:
 
 
 def eval_sampler(G, config: dict, device, itr: int) -> sampling.NoiseSampler:
-    """A sampler for sheets and metrics, seeded from (seed, itr): it never touches the
+    """A sampler for sheets and metrics, seeded from (seed, itr) (and the rank, under several
+    processes, so that each draws its own share of the metrics' images): it never touches the
     training noise stream, so saving and testing do not change what training sees."""
-    seed = int(np.random.SeedSequence([config['seed'], itr, 1]).generate_state(1)[0])
+    entropy = [config['seed'], itr, 1]
+    if distributed.world_size() > 1:
+        entropy.append(distributed.rank())
+    seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     return sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'], device,
                                  seed=seed)
 
 
+class _Silent:
+    """The loggers of ranks other than 0: they write nothing."""
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def run(config: dict) -> dict:
-    """The whole training program. Returns the final training state."""
-    device = utils.setup_torch(config)
-    utils.prepare_root(config)
-    model = utils.model_module(config)
-    experiment_name = utils.experiment_name(config)
-    print(f'Experiment name is {experiment_name}')
+    """The whole training program, in one process of possibly several (torchrun). Returns the
+    final training state."""
+    device = distributed.setup(config)
+    finished = False
+    try:
+        distributed.check_flags(config, device)
+        state = _train(config, device)
+        finished = True
+        return state
+    finally:
+        distributed.teardown(wait=finished)
 
-    kwargs = utils.model_kwargs(config)
-    G = model.Generator(**kwargs['G']).to(device)
-    D = model.Discriminator(**kwargs['D']).to(device)
-    G_ema, ema = None, None
-    if config['ema']:
-        print(f"Preparing EMA for G with decay of {config['ema_decay']}")
-        G_ema = model.Generator(**{**kwargs['G'], 'skip_init': True}).to(device)
-        ema = train_fns.EMA(G, G_ema, config['ema_decay'], config['ema_start'])
-    G_optim, D_optim = make_optimizers(G, D, config, device)
-    GD = model.G_D(G, D)
-    print(f'Number of params in G: {utils.count_parameters(G)} D: '
-          f'{utils.count_parameters(D)}')
 
-    state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0.0,
-                  'best_FID': 999999.0, 'config': saved_config(config)}
-    train_sampler = sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'],
-                                          device, seed=config['seed'])
-    if config['resume']:
-        saved = checkpoints.load_weights(G, D, G_optim, D_optim, state_dict,
-                                         config['weights_root'], experiment_name,
-                                         config['load_weights'] or None, G_ema)
-        restore_rng(saved.get('rng'), train_sampler)
+def resume(config: dict, experiment_name: str, G, D, G_ema, G_optim, D_optim,
+           state_dict: dict, noise: sampling.NoiseSampler) -> None:
+    """Load the checkpoint on every rank and put back the random states saved with it."""
+    main = distributed.is_main()
+    # Rank 0 loads first: loading may finish a save a crash interrupted (it writes).
+    if not main:
+        distributed.barrier()
+    saved = checkpoints.load_weights(G, D, G_optim, D_optim, state_dict, config['weights_root'],
+                                     experiment_name, config['load_weights'] or None, G_ema)
+    if main:
+        distributed.barrier()
+    restore_rng(saved.get('rng'), noise)
+    match_layout(G_optim)
+    match_layout(D_optim)
 
+
+def make_loggers(config: dict, experiment_name: str, state_dict: dict):
+    """The training and test loggers, and the metadata file; silent loggers on other ranks."""
+    if not distributed.is_main():
+        return _Silent(), _Silent()
     start_itr = state_dict['itr']
     train_log = loggers.MyLogger(os.path.join(config['logs_root'], experiment_name),
                                  reinitialize=not config['resume'],
@@ -120,6 +177,33 @@ def run(config: dict) -> dict:
                                                   f'{experiment_name}_log.jsonl'),
                                      reinitialize=not config['resume'], start_itr=start_itr)
     loggers.write_metadata(config['logs_root'], experiment_name, config, state_dict)
+    return train_log, test_log
+
+
+def _train(config: dict, device: torch.device) -> dict:
+    """`run` in this process, on `device`."""
+    utils.setup_torch(utils.Config({**config, 'device': str(device)}))
+    say = utils.main_process_print
+    if distributed.is_main():
+        utils.prepare_root(config)
+    experiment_name = utils.experiment_name(config)
+    say(f'Experiment name is {experiment_name}')
+    G, D, G_ema, ema, G_optim, D_optim = build_models(config, device)
+    say(f'Number of params in G: {utils.count_parameters(G)} D: {utils.count_parameters(D)}')
+
+    state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0.0,
+                  'best_FID': 999999.0, 'config': saved_config(config)}
+    # Noise is drawn on the CPU (the same numbers on any device) and every rank draws the whole
+    # batch's, so rank 0's saved sampler state resumes every rank.
+    noise = sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'],
+                                  torch.device('cpu'), seed=config['seed'])
+    if config['resume']:
+        resume(config, experiment_name, G, D, G_ema, G_optim, D_optim, state_dict, noise)
+    distributed.broadcast_states(G, D, G_ema)
+    train_sampler = distributed.ShardedNoise(noise, device, distributed.rank(),
+                                             distributed.world_size())
+    start_itr = state_dict['itr']
+    train_log, test_log = make_loggers(config, experiment_name, state_dict)
 
     loader_batch = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
     loader = datasets.get_data_loaders(
@@ -128,7 +212,8 @@ def run(config: dict) -> dict:
         load_in_mem=config['load_in_mem'], pin_memory=config['pin_memory'], drop_last=True,
         start_itr=start_itr, num_epochs=config['num_epochs'],
         use_multiepoch_sampler=config['use_multiepoch_sampler'],
-        resolution=config['resolution'], seed=config['seed'])[0]
+        resolution=config['resolution'], seed=config['seed'], rank=distributed.rank(),
+        world_size=distributed.world_size())[0]
 
     last_itr = planned_iters(config, loader)
     get_inception_metrics = prepare_metrics(config, device, last_itr)
@@ -137,14 +222,16 @@ def run(config: dict) -> dict:
     fixed_z, fixed_y = fixed.sample()
     precision = train_fns.Precision(config['amp'], device)
     if config['which_train_fn'] == 'GAN':
-        train = train_fns.GAN_training_function(G, D, GD, train_sampler, ema, state_dict,
-                                                config, G_optim, D_optim, precision)
+        nets = distributed.wrap_for_training(G, D, config, device)
+        train = train_fns.GAN_training_function(G, D, nets.GD, train_sampler, ema, state_dict,
+                                                config, G_optim, D_optim, precision,
+                                                D_ddp=nets.D_ddp, G_ddp=nets.G_ddp)
     else:
         train = train_fns.dummy_training_function()
 
-    print(f'Beginning training at epoch {state_dict["epoch"]}, iteration {start_itr}...')
+    say(f'Beginning training at epoch {state_dict["epoch"]}, iteration {start_itr}...')
     try:
-        loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, state_dict,
+        loop(config, G, D, G_ema, G_optim, D_optim, loader, train, noise, state_dict,
              train_log, test_log, get_inception_metrics, fixed_z, fixed_y, experiment_name,
              device, last_itr)
     finally:
@@ -170,8 +257,11 @@ def prepare_metrics(config: dict, device, last_itr: int):
             raise RuntimeError('no test was planned in this run (--test_every is beyond its '
                                'last iteration)')
         return no_tests
+    # --parallel spreads the Inception net over the visible GPUs only in a single process; under
+    # torchrun each process keeps to its own GPU.
+    parallel = config['parallel'] and distributed.world_size() == 1
     return inception_utils.prepare_inception_metrics(
-        config['dataset'], config['parallel'], config['no_fid'],
+        config['dataset'], parallel, config['no_fid'],
         moments_path=config['moments_path'] or None, inception=config['inception'],
         inception_weights=config['inception_weights'] or None, device=device,
         use_kid=config['use_kid'])
@@ -191,19 +281,66 @@ def _batches(loader, config: dict, state_dict: dict):
         state_dict['epoch'] = loader.sampler.epoch
 
 
+class DeferredLog:
+    """The training metrics, kept on the device and read back every `every` iterations in one
+    transfer (averaged over ranks), then checked and logged iteration by iteration, exactly as
+    if each had been read at once. Reading a value back makes the host wait for the device;
+    doing it once per N iterations lets the host queue the next steps meanwhile.
+
+    Call `flush()` before every save and test (on every rank: it is a collective), so nothing
+    is saved from a state whose losses were not checked.
+    """
+
+    def __init__(self, train_log, every: int = 1, show: bool = False):
+        self.train_log, self.every, self.show = train_log, every, show
+        self.pending: list = []  # (itr, names, values on the device, are these losses)
+
+    def add(self, itr: int, values: dict, losses: bool = True) -> None:
+        names = list(values)
+        flat = (torch.stack([v.detach().float().reshape(()) for v in values.values()])
+                if values else torch.zeros(0))
+        self.pending.append((itr, names, flat, losses))
+        if losses and sum(entry[3] for entry in self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        local = torch.cat([entry[2].to(self.pending[0][2].device) for entry in self.pending])
+        # Losses are averaged over ranks (the loss of the whole batch, as the original logged);
+        # singular values are equal on every rank and logged as they are.
+        both = torch.stack([local, distributed.mean_over_ranks(local)]).tolist()
+        pending, self.pending, start = self.pending, [], 0
+        for itr, names, flat, losses in pending:
+            row = both[1] if losses else both[0]
+            values = dict(zip(names, row[start:start + len(names)]))
+            start += len(names)
+            if losses:
+                train_fns.check_finite(values, itr)
+            self.train_log.log(itr, **values)
+            if losses and self.show:
+                print(', '.join([f'itr: {itr}'] + [f'{k} : {v:+4.3f}' for k, v in values.items()]),
+                      end=' ')
+
+
 def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, state_dict,
          train_log, test_log, get_inception_metrics, fixed_z, fixed_y, experiment_name,
          device, total: int) -> None:
-    """The iteration loop: train, log, test, save and sample."""
+    """The iteration loop: train, log, test, save and sample. Every rank runs it; rank 0 alone
+    shows progress and writes (the others hold silent loggers)."""
     num_iters = config['num_iters']
+    main = distributed.is_main()
     batches = _batches(loader, config, state_dict)
-    if config['pbar'] == 'tqdm':
+    if config['pbar'] == 'tqdm' and main:
         batches = tqdm(batches, total=total, initial=state_dict['itr'], dynamic_ncols=True)
-    elif config['pbar'] == 'mine':
+    elif config['pbar'] == 'mine' and main:
         batches = loggers.progress(batches, total=total, start=state_dict['itr'],
                                    displaytype='s1k' if config['use_multiepoch_sampler']
                                    else 'eta')
-    t_start = time.time()
+    log = DeferredLog(train_log, config['log_every'], show=config['pbar'] == 'mine' and main)
+    t_start = clock()
+    time_limit = config['time_limit'] * 60
+    out_of_time = False
     for x, y in batches:
         if num_iters and state_dict['itr'] >= num_iters:
             break
@@ -213,19 +350,14 @@ def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, st
         D.train()
         if G_ema is not None:
             G_ema.train()
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        metrics = {k: float(v) for k, v in train(x, y).items()}
-        train_fns.check_finite(metrics, itr)
-        train_log.log(itr, **metrics)
+        x, y = train_fns.prepare_batch(x, y, device, config['channels_last'])
+        log.add(itr, train(x, y))
         if config['sv_log_interval'] > 0 and itr % config['sv_log_interval'] == 0:
-            train_log.log(itr, **get_SVs(G, 'G'), **get_SVs(D, 'D'))
-        if config['pbar'] == 'mine':
-            print(', '.join([f'itr: {itr}'] + [f'{k} : {v:+4.3f}' for k, v in metrics.items()]),
-                  end=' ')
+            log.add(itr, {**get_SVs(G, 'G'), **get_SVs(D, 'D')}, losses=False)
         # Test before saving, so the saved state holds this iteration's best scores and a
         # resumed run takes the same best-checkpoint decisions as an uninterrupted one.
         if itr % config['test_every'] == 0:
+            log.flush()
             if config['G_eval_mode']:
                 G.eval()
                 if G_ema is not None:
@@ -236,37 +368,54 @@ def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, st
             train_fns.test(G, D, G_ema, G_optim, D_optim, sampler, state_dict, config, sample,
                            get_inception_metrics, experiment_name, test_log,
                            {'rng': rng_state(train_sampler)})
-        if itr % config['save_every'] == 0 or (num_iters and itr == num_iters):
+        # Every rank takes the time-limit decision of the slowest clock, so all stop together.
+        out_of_time = bool(time_limit) and distributed.any_rank(
+            clock() - t_start >= time_limit, device)
+        if (itr % config['save_every'] == 0 or (num_iters and itr == num_iters)
+                or out_of_time):
+            log.flush()
             if config['G_eval_mode']:
-                print('Switchin G to eval mode...')
+                if main:
+                    print('Switchin G to eval mode...')
                 G.eval()
                 if G_ema is not None:
                     G_ema.eval()
-            train_fns.save_and_sample(G, D, G_ema, G_optim, D_optim,
-                                      eval_sampler(G, config, device, itr), fixed_z, fixed_y,
-                                      state_dict, config, experiment_name,
-                                      {'rng': rng_state(train_sampler)})
-        if num_iters and itr >= num_iters:
+            if main:
+                # Rank 0 samples alone: cross-replica BN must not wait for the other ranks.
+                with local_statistics():
+                    train_fns.save_and_sample(G, D, G_ema, G_optim, D_optim,
+                                              eval_sampler(G, config, device, itr), fixed_z,
+                                              fixed_y, state_dict, config, experiment_name,
+                                              {'rng': rng_state(train_sampler)})
+            distributed.barrier()
+        if (num_iters and itr >= num_iters) or out_of_time:
             break
-    if state_dict['itr'] < (num_iters or 0):
-        print(f"\nThe data ran out before --num_iters {num_iters}: epoch {state_dict['epoch']} "
-              f"reached --num_epochs {config['num_epochs']}")
-    print(f"\nStopped at iteration {state_dict['itr']} ({time.time() - t_start:.1f} s)")
+    log.flush()
+    if main:
+        if out_of_time:
+            print(f"\n--time_limit {config['time_limit']} (minutes) reached")
+        elif state_dict['itr'] < (num_iters or 0):
+            print(f"\nThe data ran out before --num_iters {num_iters}: epoch "
+                  f"{state_dict['epoch']} reached --num_epochs {config['num_epochs']}")
+        print(f"\nStopped at iteration {state_dict['itr']} ({clock() - t_start:.1f} s)")
 
 
 def get_SVs(net, prefix: str) -> dict:
-    """Every SN singular-value buffer, named as the original's logs (spec 6.2)."""
-    return {f'{prefix}_{key}'.replace('.', '_'): float(value[0])
+    """Every SN singular-value buffer, named as the original's logs (spec 6.2), as 0-dim views
+    (`DeferredLog.add` copies them before the next forward changes the buffers)."""
+    return {f'{prefix}_{key}'.replace('.', '_'): value[0]
             for key, value in net.state_dict().items() if 'sv' in key}
 
 
 def main(argv: Optional[list] = None) -> None:
     try:
         config = utils.parse_config(argv)
+        distributed.check_flags(config, utils.get_device(config))
     except (ValueError, FileNotFoundError, PermissionError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
-    print(dict(config))
+    if os.environ.get('RANK', '0') == '0':  # torchrun starts one process per device
+        print(dict(config))
     run(config)
 
 

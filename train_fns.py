@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 import checkpoints
+import distributed
 import layers
 import losses
 import sampling
@@ -38,7 +39,8 @@ def ortho(model: nn.Module, strength: float = 1e-4, blacklist: Iterable = ()) ->
     for param in model.parameters():
         if param.ndim < 2 or id(param) in skip or param.grad is None:
             continue
-        w = param.view(param.shape[0], -1).float()
+        # reshape, not view: a channels_last weight is not contiguous.
+        w = param.reshape(param.shape[0], -1).float()
         off_diagonal = 1. - torch.eye(w.shape[0], device=w.device)
         grad = 2 * torch.mm(torch.mm(w, w.t()) * off_diagonal, w)
         param.grad.add_(strength * grad.view(param.shape).to(param.grad.dtype))
@@ -109,11 +111,21 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.DTYPES[self.amp])
 
 
-def no_sync(module: nn.Module, skip: bool):
+def no_sync(module: Optional[nn.Module], skip: bool):
     """DDP's no_sync for all but the last micro-batch of an accumulation."""
     if skip and hasattr(module, 'no_sync'):
         return module.no_sync()
     return contextlib.nullcontext()
+
+
+def prepare_batch(x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                  channels_last: bool = False):
+    """Move a loader batch to the device without waiting (pinned memory), in the layout the
+    nets use."""
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,8 +139,9 @@ def GAN_training_function(G: nn.Module, D: nn.Module, GD: nn.Module, sampler,
                           G_ddp: Optional[nn.Module] = None) -> Callable:
     """One BigGAN iteration as a closure `train(x, y) -> metrics` (spec 3.19).
 
-    `GD` is the fused G_D (maybe DDP-wrapped through its parts); `D_ddp`/`G_ddp` are the
-    DDP-wrapped nets whose gradient sync is skipped on all but the last micro-batch.
+    `GD` is the fused G_D (or `distributed.TrainingGD`, built from DDP-wrapped parts);
+    `D_ddp`/`G_ddp` are the DDP-wrapped nets whose gradient sync is skipped on all but the last
+    micro-batch (D's always in the G step, where D is frozen and its gradients unused).
     Metrics are returned as 0-dim tensors, so the step never waits for the device.
     """
     discriminator_loss, generator_loss = losses.get_losses(config['loss'])
@@ -174,7 +187,7 @@ def GAN_training_function(G: nn.Module, D: nn.Module, GD: nn.Module, sampler,
         G_optim.zero_grad(set_to_none=True)
         for accumulation in range(n_Ga):
             z_, y_ = sampler.sample(G_batch_size)
-            with no_sync(G_ddp, accumulation < n_Ga - 1):
+            with no_sync(G_ddp, accumulation < n_Ga - 1), no_sync(D_ddp, True):
                 with precision.autocast():
                     D_fake = GD(z_, y_, train_G=True, split_D=config['split_D'])
                     G_loss = generator_loss(D_fake) / float(n_Ga)
@@ -278,28 +291,34 @@ def test(G, D, G_ema, G_optim, D_optim, sampler, state_dict, config, sample,
          get_inception_metrics, experiment_name, test_log,
          training_state: Optional[dict] = None) -> dict:
     """IS/FID of `sample()`; keep the best `num_best_copies` checkpoints by --which_best and
-    append the JSONL record (spec 5.3, 6.1)."""
+    append the JSONL record (spec 5.3, 6.1). Under torch.distributed every rank samples its
+    share and gets the same scores; rank 0 alone prints and writes."""
     with preserve_state(which_G(G, G_ema, config)) as net:
         _standing_stats(net, sampler, config)
         IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
                                                      num_splits=10)
     itr = state_dict['itr']
-    print(f'Itr {itr}: Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, FID is {FID:5.4f}')
+    main = distributed.is_main()
+    if main:
+        print(f'Itr {itr}: Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, '
+              f'FID is {FID:5.4f}')
     improved = ((config['which_best'] == 'IS' and IS_mean > state_dict['best_IS'])
                 or (config['which_best'] == 'FID' and FID < state_dict['best_FID']))
     state_dict['best_IS'] = max(state_dict['best_IS'], float(IS_mean))
     state_dict['best_FID'] = min(state_dict['best_FID'], float(FID))
     if improved:
-        print(f"{config['which_best']} improved over previous best, saving checkpoint...")
         slot = state_dict['save_best_num']
         state_dict['save_best_num'] = (slot + 1) % config['num_best_copies']
-        state = dict(state_dict, **(training_state or {}))
-        checkpoints.save_weights(G, D, G_optim, D_optim, state, config['weights_root'],
-                                 experiment_name, f'best{slot}', G_ema)
+        if main:
+            print(f"{config['which_best']} improved over previous best, saving checkpoint...")
+            state = dict(state_dict, **(training_state or {}))
+            checkpoints.save_weights(G, D, G_optim, D_optim, state, config['weights_root'],
+                                     experiment_name, f'best{slot}', G_ema)
     record = {'itr': int(itr), 'IS_mean': float(IS_mean), 'IS_std': float(IS_std),
               'FID': float(FID)}
     last = getattr(get_inception_metrics, 'last', None) or {}
     if last.get('KID_mean') is not None:
         record.update(KID_mean=float(last['KID_mean']), KID_std=float(last['KID_std']))
-    test_log.log(record)
+    if main:
+        test_log.log(record)
     return record

@@ -143,6 +143,8 @@ SAMPLE_FLAGS = [
 NEW_FLAGS = [
     ('num_iters', int, 0, 'stop when the iteration counter reaches N (across resumes; 0: run '
                           'num_epochs)'),
+    ('time_limit', float, 0.0, 'stop (and save) after M minutes of training, e.g. before a '
+                               "cluster job's wall-time limit (0: none)"),
     ('loss', str, 'hinge', 'GAN loss: hinge or dcgan'),
     ('resolution', int, 0, 'image size for --dataset ImageFolder / HDF5 (0: from the dataset)'),
     ('device', str, 'auto', 'auto (cuda when available), cpu, cuda or cuda:N'),
@@ -153,9 +155,16 @@ NEW_FLAGS = [
                               'moments.npz)'),
     ('use_kid', _FLAG, False, 'also compute KID at each test (the moments file must hold KID '
                               'features)'),
+    # Speed (README: Speed and scale)
+    ('amp', str, 'none', 'mixed precision: none (float32), bf16, or fp16 (CUDA only, with loss '
+                         'scaling); SN, BN statistics, softmax and losses stay float32'),
+    ('channels_last', _FLAG, False, 'channels-last layout for G, D and the images'),
+    ('compile', _FLAG, False, 'torch.compile the G and D training forwards (slow first steps)'),
+    ('compile_mode', str, 'default', 'torch.compile mode: default, reduce-overhead (CUDA '
+                                     'graphs) or max-autotune'),
+    ('log_every', int, 1, 'read the training losses back from the device every N iterations '
+                          '(every iteration is still logged; N > 1 saves a wait per step)'),
 ]
-
-TRAIN_ONLY = {'num_iters'}
 
 # sample.py's own additions (README, "Sampling").
 SAMPLE_NEW_FLAGS = [
@@ -234,6 +243,8 @@ MODELS = ('BigGAN', 'BigGANdeep')
 LOSSES = ('hinge', 'dcgan')
 INCEPTIONS = ('tf', 'torchvision')
 PBARS = ('mine', 'tqdm', 'none')
+AMP_MODES = ('none', 'bf16', 'fp16')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune')
 
 
 def _positive(config: dict, names: Sequence[str], minimum: int = 1) -> None:
@@ -247,6 +258,7 @@ def validate(config: dict) -> None:
     the flag and what would be valid."""
     _positive(config, ('batch_size', 'num_G_accumulations', 'num_D_accumulations',
                        'num_D_steps', 'save_every', 'test_every', 'num_inception_images',
+                       'log_every',
                        'num_best_copies', 'num_standing_accumulations', 'G_ch', 'D_ch',
                        'dim_z', 'G_depth', 'D_depth', 'num_G_SVs', 'num_D_SVs',
                        'num_G_SV_itrs', 'num_D_SV_itrs'))
@@ -261,7 +273,7 @@ def validate(config: dict) -> None:
     for name in ('G_B1', 'D_B1', 'G_B2', 'D_B2', 'ema_decay'):
         if not 0 <= config[name] < 1 and not (name == 'ema_decay' and config[name] == 1):
             raise ValueError(f'--{name} must be in [0, 1), got {config[name]}')
-    for name in ('G_ortho', 'D_ortho'):
+    for name in ('G_ortho', 'D_ortho', 'time_limit'):
         if config[name] < 0:
             raise ValueError(f'--{name} must be >= 0, got {config[name]}')
     layers.check_choice('--model', config['model'], MODELS)
@@ -270,6 +282,8 @@ def validate(config: dict) -> None:
     layers.check_choice('--inception', config['inception'], INCEPTIONS)
     layers.check_choice('--pbar', config['pbar'], PBARS)
     layers.check_choice('--which_train_fn', config['which_train_fn'], ('GAN', 'dummy'))
+    layers.check_choice('--amp', config['amp'], AMP_MODES)
+    layers.check_choice('--compile_mode', config['compile_mode'], COMPILE_MODES)
     for name in ('G_nl', 'D_nl'):
         layers.check_choice(f'--{name}', config[name], sorted(layers.ACTIVATIONS))
     for name in ('G_init', 'D_init'):

@@ -3,7 +3,7 @@
 #
 # Makes or reuses the virtual environment (.venv), installs what is missing (requirements;
 # Fashion-MNIST from Debian's dataset-fashion-mnist where it can), trains on the GPU when there
-# is one (else the CPU: about 10 minutes on 2 cores), then plots the logs. Outputs, under
+# is one (else the CPU: at most 11 minutes, --time_limit), then plots the logs. Outputs, under
 # runs/demo/ (DEMO_ROOT to change it):
 #   samples/demo/<itr>/samples0.jpg   class sheets: one row per class, T-shirt ... ankle boot
 #   samples/demo/fixed_samples<itr>.jpg, <itr>/interp*.jpg
@@ -22,9 +22,9 @@ start=$(date +%s)
     --weights_root "$ROOT/weights" --logs_root "$ROOT/logs" --samples_root "$ROOT/samples" \
     --G_ch 16 --D_ch 16 --G_attn 0 --D_attn 0 \
     --G_shared --hier --dim_z 120 --shared_dim 64 \
-    --batch_size 32 --num_D_steps 2 --G_lr 2e-4 --D_lr 2e-4 \
+    --batch_size 16 --num_D_steps 1 --G_lr 2e-4 --D_lr 2e-4 \
     --ema --use_ema --ema_start 500 --ema_decay 0.999 --G_eval_mode \
-    --num_iters 2000 --time_limit 10 --save_every 250 --test_every 1000000 \
+    --num_iters 2500 --time_limit 11 --save_every 500 --test_every 1000000 \
     --shuffle --num_workers 0 --sv_log_interval 20 --pbar tqdm "$@"
 "$PY" logs/plot_logs.py --logs_root "$ROOT/logs" --experiment_name demo --smooth 50
 echo "Demo finished in $(( $(date +%s) - start )) s. Latest class sheet:"

@@ -4,6 +4,6 @@ The original vendored a DataParallel-only SyncBN; this one synchronizes across D
 (`torchrun`) and keeps the same module name and state_dict keys (`running_mean`, `running_var`,
 `num_batches_tracked`), so `--cross_replica` checkpoints load both ways.
 """
-from .batchnorm import SynchronizedBatchNorm2d
+from .batchnorm import SynchronizedBatchNorm2d, local_statistics
 
-__all__ = ['SynchronizedBatchNorm2d']
+__all__ = ['SynchronizedBatchNorm2d', 'local_statistics']

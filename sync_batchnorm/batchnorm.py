@@ -6,18 +6,38 @@ with the global biased variance, and the running variance is updated with the un
 `nn.BatchNorm2d` does. One process, or eval mode: plain batch norm. In every case the optional
 per-sample `gain` and `bias` are applied as `x_hat * gain + bias` (the original added the gain
 instead of multiplying outside DataParallel training, which "crippled training").
+
+Inside `local_statistics()` the statistics are this process's own: for work one rank does alone
+(rank 0 drawing sample sheets), where a collective would wait for the others forever.
 """
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 
+_LOCAL = False  # set by local_statistics()
+
+
 def _world_size() -> int:
+    if _LOCAL:
+        return 1
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return 1
+
+
+@contextlib.contextmanager
+def local_statistics() -> Iterator[None]:
+    """Within this block, training-mode forwards normalize with this process's batch alone."""
+    global _LOCAL
+    previous, _LOCAL = _LOCAL, True
+    try:
+        yield
+    finally:
+        _LOCAL = previous
 
 
 class SynchronizedBatchNorm2d(nn.BatchNorm2d):
@@ -58,4 +78,3 @@ class SynchronizedBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             out = out * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
         return out.to(x.dtype)
-

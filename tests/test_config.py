@@ -11,8 +11,9 @@ import utils
 from conftest import ROOT
 
 # The original's 90 shared flags (spec 1.1) and 8 sample flags (spec 1.2), with their dests.
-ORIGINAL_FLAGS = '''dataset augment num_workers no_pin_memory shuffle load_in_mem use_multiepoch_sampler
-model G_param D_param G_ch D_ch G_depth D_depth D_thin G_shared shared_dim dim_z z_var hier
+ORIGINAL_FLAGS = '''dataset augment num_workers no_pin_memory shuffle load_in_mem
+use_multiepoch_sampler model G_param D_param G_ch D_ch G_depth D_depth D_thin G_shared
+shared_dim dim_z z_var hier
 cross_replica mybn G_nl D_nl G_attn D_attn norm_style seed G_init D_init skip_init G_lr D_lr
 G_B1 D_B1 G_B2 D_B2 adam_eps batch_size G_batch_size num_G_accumulations num_D_steps
 num_D_accumulations split_D num_epochs parallel G_fp16 D_fp16 D_mixed_precision
@@ -85,7 +86,8 @@ SCRIPT_NAMES = {
 def _script_args(name):
     """The python command line of a launch script, as argv."""
     text = open(os.path.join(ROOT, 'scripts', name)).read().replace('\\\n', ' ')
-    line = next(l for l in text.splitlines() if 'python ' in l and not l.startswith('#'))
+    line = next(row for row in text.splitlines()
+                if 'python ' in row and not row.startswith('#'))
     tokens = shlex.split(line)
     return tokens[tokens.index(next(t for t in tokens if t.endswith('.py'))) + 1:]
 

@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
+from conftest import leave_spawned_worker
 from sync_batchnorm import SynchronizedBatchNorm2d
 
 
@@ -27,6 +28,7 @@ def _worker(rank, world, tmp):
     torch.save({'out': out.detach(), 'grad': part.grad, 'mean': bn.running_mean,
                 'var': bn.running_var}, os.path.join(tmp, f'result.{rank}'))
     dist.destroy_process_group()
+    leave_spawned_worker()
 
 
 def test_two_process_sync_bn_equals_full_batch_bn():

@@ -115,6 +115,24 @@ def test_num_iters_counts_across_resumes_and_epochs_stop(tmp_path, hdf5_file):
     assert state['itr'] == 12 and state['epoch'] == 2
 
 
+def test_time_limit_stops_and_saves(tmp_path, hdf5_file, monkeypatch):
+    """--time_limit stops after the iteration that crosses it, saving off the save_every grid;
+    --resume then carries on from that iteration."""
+    clock = iter(range(0, 10 ** 6, 25))  # each reading of the clock: 25 s later
+    monkeypatch.setattr(train, 'clock', lambda: float(next(clock)))
+    args = _hdf5_args(tmp_path, hdf5_file, '--num_iters', '50', '--save_every', '100')
+    config, state = _run(args + ['--time_limit', '1.5'])  # 90 s: the 4th iteration crosses it
+    assert state['itr'] == 4
+    saved = torch.load(os.path.join(_folder(tmp_path, config), 'state_dict.pth'),
+                       weights_only=False)
+    assert saved['itr'] == 4
+    monkeypatch.undo()
+    _, state = _run(args + ['--resume'])
+    assert state['itr'] == 50
+    with pytest.raises(ValueError, match='--time_limit must be >= 0'):
+        utils.parse_config(args + ['--time_limit', '-1'])
+
+
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, hdf5_file, monkeypatch):
     config, _ = _run(_hdf5_args(tmp_path, hdf5_file, '--num_iters', '2', '--save_every', '2'))
     folder = _folder(tmp_path, config)
