@@ -183,12 +183,15 @@ SAMPLE_NEW_FLAGS = [
 
 def _add(parser: argparse.ArgumentParser, table: Iterable) -> None:
     for name, kind, default, help_text in table:
+        # argparse %-formats help texts; a literal % (the --logstyle default) must be doubled.
+        help_text = help_text.replace('%', '%%')
+        default_text = repr(default).replace('%', '%%')
         if kind == _FLAG:
             parser.add_argument(f'--{name}', action='store_true', default=default,
                                 help=help_text)
         else:
             parser.add_argument(f'--{name}', type=kind, default=default,
-                                help=f'{help_text} (default: {default!r})')
+                                help=f'{help_text} (default: {default_text})')
 
 
 def prepare_parser() -> argparse.ArgumentParser:

@@ -132,3 +132,28 @@ def test_default_attention_on_32x32_is_ignored_as_in_the_original():
     assert 'Gattn64' in utils.name_from_config(config)
     config['G_attn'] = '128'
     assert utils.model_kwargs(config)['G']['G_attn'] == '128'  # the model rejects it clearly
+
+
+HELP_SCRIPTS = ['train.py', 'sample.py', 'make_hdf5.py', 'calculate_inception_moments.py',
+                'bench.py', 'TFHub/converter.py', 'logs/plot_logs.py',
+                'scripts/utils/bench_data.py', 'scripts/utils/bench_inception.py',
+                'scripts/utils/compare_precision.py']
+
+
+def test_every_program_prints_its_help():
+    """`--help` works (argparse %-formats help texts, so a stray % breaks it) and train.py's
+    lists every flag."""
+    runs = {name: subprocess.Popen([sys.executable, os.path.join(ROOT, name), '--help'],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   cwd=ROOT)
+            for name in HELP_SCRIPTS}
+    outputs = {}
+    for name, process in runs.items():
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, f'{name} --help: {err[-2000:]}'
+        assert out.startswith('usage:'), name
+        outputs[name] = out
+    for action in utils.prepare_parser()._actions:
+        for option in action.option_strings:
+            assert option in outputs['train.py'], option
+    assert "(default: '%3.3e')" in outputs['train.py']
