@@ -193,7 +193,12 @@ def run(config: dict) -> dict:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Parse the flags and run."""
-    run(vars(prepare_parser().parse_args(argv)))
+    try:
+        run(vars(prepare_parser().parse_args(argv)))
+    except (ValueError, FileNotFoundError, PermissionError) as error:
+        # Bad flags, missing or corrupt data or weights: the message names the flag or file.
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == '__main__':

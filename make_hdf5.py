@@ -11,6 +11,7 @@ the end, so a crash never leaves a half-written file under the final name.
 """
 import argparse
 import os
+import sys
 import tempfile
 
 import h5py
@@ -111,7 +112,12 @@ def run(config: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run."""
-    run(vars(prepare_parser().parse_args(argv)))
+    try:
+        run(vars(prepare_parser().parse_args(argv)))
+    except (ValueError, FileNotFoundError, PermissionError) as error:
+        # Bad flags, missing or corrupt data or weights: the message names the flag or file.
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -416,7 +416,12 @@ def main(argv: Optional[list] = None) -> None:
         sys.exit(2)
     if os.environ.get('RANK', '0') == '0':  # torchrun starts one process per device
         print(dict(config))
-    run(config)
+    try:
+        run(config)
+    except (FileNotFoundError, PermissionError) as error:
+        # Missing data, weights or moments, an unwritable root: the message says it all.
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -157,3 +157,18 @@ def test_every_program_prints_its_help():
         for option in action.option_strings:
             assert option in outputs['train.py'], option
     assert "(default: '%3.3e')" in outputs['train.py']
+
+
+@pytest.mark.parametrize('argv', [
+    ['train.py', '--dataset', 'I128_hdf5', '--num_iters', '1'],
+    ['make_hdf5.py', '--dataset', 'I128'],
+    ['calculate_inception_moments.py', '--dataset', 'I128_hdf5'],
+])
+def test_missing_data_is_one_error_line(tmp_path, argv):
+    """Missing data is a one-line error naming the path, exit status 2, no traceback."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, argv[0])] + argv[1:]
+                            + ['--data_root', str(tmp_path / 'nowhere')], capture_output=True,
+                            text=True, cwd=str(tmp_path))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
+    assert 'error: ' in result.stderr and 'nowhere' in result.stderr
