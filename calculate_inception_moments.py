@@ -27,6 +27,7 @@ from inception_metrics import ISAccumulator
 from inception_net import check_kind
 from inception_utils import (Device, all_gather_rows, all_reduce_sum, default_moments_path,
                              forward_batches, load_inception_net, rank, save_moments, world_size)
+from utils import exit_on_user_error
 
 
 def prepare_parser() -> argparse.ArgumentParser:
@@ -193,12 +194,8 @@ def run(config: dict) -> dict:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Parse the flags and run."""
-    try:
+    with exit_on_user_error():
         run(vars(prepare_parser().parse_args(argv)))
-    except (ValueError, FileNotFoundError, PermissionError) as error:
-        # Bad flags, missing or corrupt data or weights: the message names the flag or file.
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -11,7 +11,6 @@ the end, so a crash never leaves a half-written file under the final name.
 """
 import argparse
 import os
-import sys
 import tempfile
 
 import h5py
@@ -20,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets import check_resolution, dataset_info, get_data_loaders
+from utils import exit_on_user_error
 
 
 def prepare_parser() -> argparse.ArgumentParser:
@@ -112,12 +112,8 @@ def run(config: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run."""
-    try:
+    with exit_on_user_error():
         run(vars(prepare_parser().parse_args(argv)))
-    except (ValueError, FileNotFoundError, PermissionError) as error:
-        # Bad flags, missing or corrupt data or weights: the message names the flag or file.
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,6 @@ same whatever else is asked for in the run.
 import functools
 import json
 import os
-import sys
 from typing import Callable, List, Optional, Tuple
 
 import numpy as np
@@ -278,15 +277,12 @@ def run(config: dict) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    try:
+    with utils.exit_on_user_error():
         config = sample_config.parse_sample_config(argv)
         print(dict(config))
         G, state, device = load(config)
         # A missing moments file stops the run now, not after an hour of sampling.
         get_metrics = inception_metrics(config, device) if wants_metrics(config) else None
-    except (ValueError, FileNotFoundError, PermissionError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
     write_outputs(G, state, config, device, get_metrics)
 
 

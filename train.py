@@ -8,7 +8,6 @@ states and data position all come back from the checkpoint.
 import functools
 import os
 import random
-import sys
 import time
 from typing import Optional
 
@@ -408,21 +407,14 @@ def get_SVs(net, prefix: str) -> dict:
 
 
 def main(argv: Optional[list] = None) -> None:
-    try:
+    with utils.exit_on_user_error():
         config = utils.parse_config(argv)
         distributed.check_flags(config, utils.get_device(config))
-    except (ValueError, FileNotFoundError, PermissionError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
     if os.environ.get('RANK', '0') == '0':  # torchrun starts one process per device
         print(dict(config))
-    try:
+    # Past set-up a ValueError may be a bug worth its traceback; missing files are not.
+    with utils.exit_on_user_error((FileNotFoundError, PermissionError)):
         run(config)
-    except (FileNotFoundError, PermissionError) as error:
-        # Missing data, weights or moments, an unwritable root: the message says it all.
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
-
 
 if __name__ == '__main__':
     main()

@@ -7,11 +7,12 @@ parsed and validated once by `parse_config`, then read-only: a new flag touches 
 and the place that reads it.
 """
 import argparse
+import contextlib
 import hashlib
 import os
 import random
 import sys
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -522,3 +523,18 @@ def main_process_print(*args, **kwargs) -> None:
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         print(*args, **kwargs)
         sys.stdout.flush()
+
+
+# What a program's user can cause and fix (bad flags, missing or corrupt files, unwritable
+# folders): the messages name the flag or file, so a traceback would add nothing.
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError)
+
+
+@contextlib.contextmanager
+def exit_on_user_error(kinds: tuple = USER_ERRORS) -> Iterator[None]:
+    """Turn the exceptions `kinds` into one `error: ...` line on stderr and exit status 2."""
+    try:
+        yield
+    except kinds as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
