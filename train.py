@@ -345,10 +345,7 @@ def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, st
             break
         state_dict['itr'] += 1
         itr = state_dict['itr']
-        G.train()
-        D.train()
-        if G_ema is not None:
-            G_ema.train()
+        _set_mode(True, G, D, G_ema)
         x, y = train_fns.prepare_batch(x, y, device, config['channels_last'])
         log.add(itr, train(x, y))
         if config['sv_log_interval'] > 0 and itr % config['sv_log_interval'] == 0:
@@ -358,16 +355,15 @@ def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, st
         if itr % config['test_every'] == 0:
             log.flush()
             if config['G_eval_mode']:
-                G.eval()
-                if G_ema is not None:
-                    G_ema.eval()  # the original forgot G_ema here (spec 12.1, item 10)
+                # Both nets: the original forgot G_ema here (spec 12.1, item 10).
+                _set_mode(False, G, G_ema)
             sampler = eval_sampler(G, config, device, itr)
             which = train_fns.which_G(G, G_ema, config)
             sample = functools.partial(sampling.sample, which, sampler)
             train_fns.test(G, D, G_ema, G_optim, D_optim, sampler, state_dict, config, sample,
                            get_inception_metrics, experiment_name, test_log,
                            {'rng': rng_state(train_sampler)})
-        # Every rank takes the time-limit decision of the slowest clock, so all stop together.
+        # Every rank stops once any rank's clock has passed the limit, so all stop together.
         out_of_time = bool(time_limit) and distributed.any_rank(
             clock() - t_start >= time_limit, device)
         if (itr % config['save_every'] == 0 or (num_iters and itr == num_iters)
@@ -376,9 +372,7 @@ def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, st
             if config['G_eval_mode']:
                 if main:
                     print('Switchin G to eval mode...')
-                G.eval()
-                if G_ema is not None:
-                    G_ema.eval()
+                _set_mode(False, G, G_ema)
             if main:
                 # Rank 0 samples alone: cross-replica BN must not wait for the other ranks.
                 with local_statistics():
@@ -397,6 +391,13 @@ def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, st
             print(f"\nThe data ran out before --num_iters {num_iters}: epoch "
                   f"{state_dict['epoch']} reached --num_epochs {config['num_epochs']}")
         print(f"\nStopped at iteration {state_dict['itr']} ({clock() - t_start:.1f} s)")
+
+
+def _set_mode(training: bool, *nets) -> None:
+    """Train or eval mode for each net given (None, where there is no G_ema, is skipped)."""
+    for net in nets:
+        if net is not None:
+            net.train(training)
 
 
 def get_SVs(net, prefix: str) -> dict:
