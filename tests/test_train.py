@@ -115,6 +115,27 @@ def test_num_iters_counts_across_resumes_and_epochs_stop(tmp_path, hdf5_file):
     assert state['itr'] == 12 and state['epoch'] == 2
 
 
+def test_g_eval_mode_tests_both_generators_in_eval_mode(tmp_path, hdf5_file, monkeypatch):
+    """With --G_eval_mode a test sees G and G_ema in eval mode (the original left G_ema in
+    train mode unless a save happened in the same iteration), and training goes on in train
+    mode afterwards."""
+    modes = []
+    monkeypatch.setattr(train, 'prepare_metrics', lambda *args: None)
+    monkeypatch.setattr(train_fns, 'test', lambda G, D, G_ema, *rest: modes.append(
+        (G.training, G_ema.training, D.training)))
+    real_step = train_fns.GAN_training_function
+
+    def step(G, D, *args, **kwargs):
+        train_step = real_step(G, D, *args, **kwargs)
+        return lambda x, y: (modes.append(('step', G.training, D.training)),
+                             train_step(x, y))[1]
+    monkeypatch.setattr(train_fns, 'GAN_training_function', step)
+    _run(_hdf5_args(tmp_path, hdf5_file, '--num_iters', '3', '--save_every', '100',
+                    '--test_every', '2', '--G_eval_mode', '--ema', '--use_ema'))
+    assert modes == [('step', True, True), ('step', True, True), (False, False, True),
+                     ('step', True, True)]
+
+
 def test_time_limit_stops_and_saves(tmp_path, hdf5_file, monkeypatch):
     """--time_limit stops after the iteration that crosses it, saving off the save_every grid;
     --resume then carries on from that iteration."""
