@@ -72,11 +72,6 @@ def atomic_write(path: str, write) -> None:
     _fsync_dir(folder)
 
 
-def atomic_save(obj, path: str) -> None:
-    """torch.save, atomically."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 

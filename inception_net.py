@@ -15,6 +15,7 @@ Entry points: `build_inception_net`, `resolve_weights`, `load_weights`. The metr
 live in `inception_utils.py`.
 """
 import os
+import shutil
 import sys
 import urllib.request
 from typing import Optional, Tuple
@@ -24,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import inception as tv_inception
+
+from checkpoints import atomic_write
 
 KINDS = ('tf', 'torchvision')
 
@@ -276,21 +279,14 @@ def cached_weights_path(kind: str) -> str:
 
 
 def _download(url: str, path: str, timeout: float) -> None:
-    """Fetch `url` to `path` through a temporary file in the same folder (atomic rename)."""
+    """Fetch `url` to `path` atomically (checkpoints.atomic_write): never half a file."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f'{path}.{os.getpid()}.part'
     print(f'Downloading {url} to {path}', file=sys.stderr)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, 'wb') as f:
-            while True:
-                chunk = response.read(1 << 20)
-                if not chunk:
-                    break
-                f.write(chunk)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    def fetch(f) -> None:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            shutil.copyfileobj(response, f, 1 << 20)
+    atomic_write(path, fetch)
 
 
 def resolve_weights(kind: str = 'tf', weights_path: Optional[str] = None,

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from checkpoints import atomic_write
 from inception_metrics import (calculate_frechet_distance, calculate_inception_score,  # noqa: F401
                                calculate_kid, feature_moments)
 from inception_net import build_inception_net, check_kind, load_weights, resolve_weights
@@ -143,18 +144,10 @@ def load_moments(path: str, kind: Optional[str] = None, need_kid: bool = False,
 
 
 def save_moments(path: str, **arrays: np.ndarray) -> None:
-    """Write an npz through a temporary file in the same folder and a rename, so a reader never
-    sees half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:  # a file object keeps np.savez from renaming it
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write an npz atomically (checkpoints.atomic_write), so a reader never sees half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # np.savez into a file object: given a name, it would append '.npz' to it.
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 # --- features --------------------------------------------------------------------------------

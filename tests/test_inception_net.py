@@ -116,7 +116,7 @@ def test_missing_weights_offline_names_file_url_and_place(tmp_path, monkeypatch)
     assert os.path.join(str(tmp_path / 'hub'), 'checkpoints',
                         'pt_inception-2015-12-05-6726825d.pth') in message
     assert '--inception_weights' in message
-    assert not any(p.suffix == '.part' for p in (tmp_path / 'hub' / 'checkpoints').iterdir())
+    assert list((tmp_path / 'hub' / 'checkpoints').iterdir()) == []  # no partial file left
 
 
 def test_missing_explicit_weights_names_flag(tmp_path):
