@@ -1,22 +1,27 @@
-"""BigGAN: the arch tables, Generator, Discriminator and the fused G_D forward.
+"""BigGAN: the arch tables, Generator, Discriminator and `G_D`, the fused forward that training
+runs (BigGAN-deep shares it).
 
 The models are pure nn.Modules: keyword arguments carry the original's flag names, no optimizer
-and no file I/O live here. `G(z, G.shared(y))` and `D(x, y)` behave as in the original, and every
-state_dict key and shape matches it (see tests/test_model_structure.py).
+and no file I/O live here. As in the original, `Generator(**config)` and `Discriminator(**config)`
+take a whole config too (`takes_config`). `G(z, G.shared(y))` and `D(x, y)` behave as the
+original's, and every state_dict key and shape matches it (see tests/test_model_structure.py).
 """
 import functools
-from typing import Dict, List, Optional, Union
+import inspect
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import flags
 import layers
 
 # ------------------------------------------------------------------------------------------------
-# Arch tables (spec 3.1): channel multipliers per stage, and the resolutions after each stage at
-# which attention may be placed. The 32x32 D table labels every stage "16" (so --D_attn 16 puts
-# attention after all four blocks): copied literally, as the original's checkpoints depend on it.
+# Arch tables (the original's G_arch / D_arch): channel multipliers per stage, and the
+# resolutions after each stage at which attention may be placed. The 32x32 D table labels every
+# stage "16" (so --D_attn 16 puts attention after all four blocks): copied literally, as the
+# original's checkpoints depend on it.
 # ------------------------------------------------------------------------------------------------
 
 _G_TABLE = {  # resolution: (in multipliers, out multipliers)
@@ -48,9 +53,16 @@ def parse_attention(attention: Union[str, int], arg: str = 'attn') -> List[int]:
     return [v for v in values if v != 0]
 
 
+DEFAULT_ATTENTION = '64'  # the G_attn / D_attn default
+
+
 def _attention_flags(attention: Union[str, int], keys: List[int], arg: str) -> Dict[int, bool]:
     wanted = parse_attention(attention, arg)
     missing = [v for v in wanted if v not in keys]
+    if missing and str(attention) == DEFAULT_ATTENTION:
+        # The original ignored the default '64' at resolutions without a 64 entry (CIFAR's
+        # launch script relies on it); any other missing entry is an error here.
+        return {key: False for key in keys}
     if missing:
         raise ValueError(f'{arg}={attention!r}: this model has no attention resolution '
                          f'{missing}; valid resolutions are {keys} (or 0 for none)')
@@ -117,25 +129,69 @@ def upsample_nearest(x: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
+# Whole configs as keyword arguments
+# ------------------------------------------------------------------------------------------------
+
+def takes_config(net: str) -> Callable:
+    """Decorate a G (`net` 'G') or D ('D') `__init__` so that it also takes a whole config, as
+    the original's models did (`Generator(**config)`, a parsed config or an original
+    `state_dict['config']`): flags and config entries that are not its arguments are left out,
+    --G_nl / --D_nl feed G_activation / D_activation, and the block flags (`use` G_block /
+    D_block in flags.py) are bound into the residual block (`G_block` / `D_block`). A key that
+    is neither an argument nor a flag is still a TypeError."""
+    def decorate(init: Callable) -> Callable:
+        params = [name for name in inspect.signature(init).parameters if name != 'self']
+
+        @functools.wraps(init)
+        def wrapper(self, **kwargs):
+            owner = type(self).__name__
+            args, block_flags = flags.model_arguments(owner, net, params, kwargs)
+            if block_flags:
+                arg = f'{net}_block'
+                block = layers.get_block(args.get(arg), getattr(layers, f'{net}_BLOCKS'),
+                                         self.own_block, arg)
+                args[arg] = bind_block_flags(block, block_flags, flags.rows())
+            init(self, **args)
+        return wrapper
+    return decorate
+
+
+def bind_block_flags(block: Callable, values: dict, table: dict) -> Callable:
+    """`block` with the block flags it takes bound; a flag it does not take must keep its
+    default (ValueError naming the flag and the block)."""
+    taken = inspect.signature(block).parameters
+    bound = {}
+    for key, value in values.items():
+        row = table[key]
+        name = row.arg or key
+        if name in taken:
+            bound[name] = value
+        elif value != row.default:
+            raise ValueError(f'--{row.name} {value!r}: the residual block '
+                             f'{getattr(block, "__name__", block)} takes no {name}; pick a '
+                             f'block that does (--{row.use[0]}_block) or leave the flag out')
+    return functools.partial(block, **bound) if bound else block
+
+
+# ------------------------------------------------------------------------------------------------
 # Generator
 # ------------------------------------------------------------------------------------------------
 
 class GeneratorBase(nn.Module):
-    """What the BigGAN and BigGAN-deep generators share: argument checks, the arch table, the
-    `which_conv`/`which_linear` partials, the output layer and weight init."""
+    """What the BigGAN and BigGAN-deep generators share: argument checks, the attributes every G
+    has (`arch`, `dim_z`, `shared_dim`, `activation`, ...), and the output layer."""
 
-    def _setup(self, tables: dict, model: str, G_ch: int, dim_z: int, bottom_width: int,
-               resolution: int, n_classes: int, G_shared: bool, shared_dim: int, hier: bool,
-               G_activation: Union[str, nn.Module], G_init: str, norm_style: str,
-               G_param: str, num_G_SVs: int, num_G_SV_itrs: int, SN_eps: float,
-               G_kernel_size: int):
+    def __init__(self, *, arch: dict, G_ch: int, dim_z: int, bottom_width: int,
+                 resolution: int, n_classes: int, G_shared: bool, shared_dim: int, hier: bool,
+                 G_activation: Union[str, nn.Module], G_init: str, norm_style: str):
+        super().__init__()
         for name, value in (('G_ch', G_ch), ('dim_z', dim_z), ('n_classes', n_classes)):
             if value < 1:
                 raise ValueError(f'{name} must be a positive integer, got {value}')
-        self.arch = select_arch(tables, resolution, model)
-        check_attention_width(self.arch, 'out_channels', 'G_attn')
+        check_attention_width(arch, 'out_channels', 'G_attn')
         layers.check_choice('G_init', G_init, layers.INIT_STYLES)
         layers.check_norm_style(norm_style)
+        self.arch = arch
         self.ch = G_ch
         self.dim_z = dim_z
         self.bottom_width = bottom_width
@@ -146,18 +202,14 @@ class GeneratorBase(nn.Module):
         self.hier = hier
         self.activation = layers.get_activation(G_activation, 'G_activation')
         self.init = G_init
-        return layers.sn_layers(G_param, num_G_SVs, num_G_SV_itrs, SN_eps, G_kernel_size,
-                                'G_param')[:2]
 
-    def _finish(self, which_conv, cross_replica: bool, mybn: bool, skip_init: bool) -> None:
-        # The output BN keeps eps 1e-5 whatever BN_eps says (checkpoint-visible behaviour).
+    def output_layer_for(self, which_conv: Callable, cross_replica: bool,
+                         mybn: bool) -> nn.Sequential:
+        """BN, activation and a conv to RGB. The BN keeps eps 1e-5 whatever BN_eps says
+        (checkpoint-visible behaviour of the original)."""
         last = self.arch['out_channels'][-1]
-        self.output_layer = nn.Sequential(
-            layers.bn(last, cross_replica=cross_replica, mybn=mybn),
-            self.activation,
-            which_conv(last, 3))
-        if not skip_init:
-            layers.init_weights(self, self.init)
+        return nn.Sequential(layers.bn(last, cross_replica=cross_replica, mybn=mybn),
+                             self.activation, which_conv(last, 3))
 
 
 class Generator(GeneratorBase):
@@ -165,9 +217,12 @@ class Generator(GeneratorBase):
 
     With `hier`, z is split into one chunk per stage plus one for the linear layer, and each
     stage is conditioned on `cat([shared(y), z_chunk])`; `G.dim_z` is rounded down to a multiple
-    of the number of chunks (what samplers must use).
+    of the number of chunks (what samplers must use). Every stage's residual block is built from
+    `G_block` (a name in layers.G_BLOCKS, a class, or '' for layers.GBlock).
     """
+    own_block = layers.GBlock
 
+    @takes_config('G')
     def __init__(self, *, G_ch: int = 64, dim_z: int = 128, bottom_width: int = 4,
                  resolution: int = 128, G_kernel_size: int = 3, G_attn: str = '64',
                  n_classes: int = 1000, num_G_SVs: int = 1, num_G_SV_itrs: int = 1,
@@ -175,17 +230,21 @@ class Generator(GeneratorBase):
                  cross_replica: bool = False, mybn: bool = False,
                  G_activation: Union[str, nn.Module] = 'relu', BN_eps: float = 1e-5,
                  SN_eps: float = 1e-12, G_init: str = 'ortho', skip_init: bool = False,
-                 G_param: str = 'SN', norm_style: str = 'bn'):
-        super().__init__()
+                 G_param: str = 'SN', norm_style: str = 'bn',
+                 G_block: Union[str, Callable] = ''):
         if hier and not G_shared:
             raise ValueError('hier=True needs G_shared=True: hierarchical z concatenates each '
                              'z chunk with the shared class embedding (flag --G_shared)')
-        which_conv, which_linear = self._setup(
-            G_arch(G_ch, G_attn), 'BigGAN G', G_ch, dim_z, bottom_width, resolution,
-            n_classes, G_shared, shared_dim, hier, G_activation, G_init, norm_style, G_param,
-            num_G_SVs, num_G_SV_itrs, SN_eps, G_kernel_size)
+        super().__init__(arch=select_arch(G_arch(G_ch, G_attn), resolution, 'BigGAN G'),
+                         G_ch=G_ch, dim_z=dim_z, bottom_width=bottom_width,
+                         resolution=resolution, n_classes=n_classes, G_shared=G_shared,
+                         shared_dim=shared_dim, hier=hier, G_activation=G_activation,
+                         G_init=G_init, norm_style=norm_style)
+        which_conv, which_linear, _ = layers.sn_layers(G_param, num_G_SVs, num_G_SV_itrs, SN_eps,
+                                                       G_kernel_size, 'G_param')
+        which_block = layers.get_block(G_block, layers.G_BLOCKS, self.own_block, 'G_block')
         if hier:
-            # One chunk for the linear layer, one per stage; dim_z rounds down (spec 3.4).
+            # One chunk for the linear layer, one per stage; dim_z rounds down.
             self.num_slots = len(self.arch['in_channels']) + 1
             self.z_chunk_size = dim_z // self.num_slots
             if self.z_chunk_size < 1:
@@ -210,15 +269,17 @@ class Generator(GeneratorBase):
         blocks = []
         for index, (c_in, c_out) in enumerate(zip(self.arch['in_channels'],
                                                   self.arch['out_channels'])):
-            stage = [layers.GBlock(c_in, c_out, which_conv=which_conv, which_bn=which_bn,
-                                   activation=self.activation,
-                                   upsample=upsample_nearest if self.arch['upsample'][index]
-                                   else None)]
+            stage = [which_block(c_in, c_out, which_conv=which_conv, which_bn=which_bn,
+                                 activation=self.activation,
+                                 upsample=upsample_nearest if self.arch['upsample'][index]
+                                 else None)]
             if self.arch['attention'][self.arch['resolution'][index]]:
                 stage.append(layers.Attention(c_out, which_conv))
             blocks.append(nn.ModuleList(stage))
         self.blocks = nn.ModuleList(blocks)
-        self._finish(which_conv, cross_replica, mybn, skip_init)
+        self.output_layer = self.output_layer_for(which_conv, cross_replica, mybn)
+        if not skip_init:
+            layers.init_weights(self, G_init)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """z: (N, dim_z) noise; y: the output of `self.shared` for the class labels."""
@@ -241,32 +302,23 @@ class Generator(GeneratorBase):
 # ------------------------------------------------------------------------------------------------
 
 class DiscriminatorBase(nn.Module):
-    """What the BigGAN and BigGAN-deep discriminators share: argument checks, the arch table,
-    the SN layer partials, the projection head, weight init and the forward."""
+    """What the BigGAN and BigGAN-deep discriminators share: argument checks, the attributes
+    every D has, the projection head and the forward."""
 
-    def _setup(self, tables: dict, model: str, D_ch: int, resolution: int, n_classes: int,
-               D_activation: Union[str, nn.Module], D_init: str, D_param: str, num_D_SVs: int,
-               num_D_SV_itrs: int, SN_eps: float, D_kernel_size: int):
+    def __init__(self, *, arch: dict, D_ch: int, resolution: int, n_classes: int,
+                 D_activation: Union[str, nn.Module], D_init: str):
+        super().__init__()
         for name, value in (('D_ch', D_ch), ('n_classes', n_classes)):
             if value < 1:
                 raise ValueError(f'{name} must be a positive integer, got {value}')
-        self.arch = select_arch(tables, resolution, model)
-        check_attention_width(self.arch, 'out_channels', 'D_attn')
+        check_attention_width(arch, 'out_channels', 'D_attn')
         layers.check_choice('D_init', D_init, layers.INIT_STYLES)
+        self.arch = arch
         self.ch = D_ch
         self.resolution = resolution
         self.n_classes = n_classes
         self.activation = layers.get_activation(D_activation, 'D_activation')
         self.init = D_init
-        return layers.sn_layers(D_param, num_D_SVs, num_D_SV_itrs, SN_eps, D_kernel_size,
-                                'D_param')
-
-    def _finish(self, which_linear, which_embedding, output_dim: int, skip_init: bool) -> None:
-        last = self.arch['out_channels'][-1]
-        self.linear = which_linear(last, output_dim)
-        self.embed = which_embedding(self.n_classes, last)
-        if not skip_init:
-            layers.init_weights(self, self.init)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Run the blocks: the last feature map before global sum pooling."""
@@ -283,30 +335,39 @@ class DiscriminatorBase(nn.Module):
 
 
 class Discriminator(DiscriminatorBase):
-    """BigGAN projection discriminator. Call as `D(x, y)` with integer labels; returns (N, 1)."""
+    """BigGAN projection discriminator. Call as `D(x, y)` with integer labels; returns (N, 1).
+    Every stage's residual block is built from `D_block` (a name in layers.D_BLOCKS, a class,
+    or '' for layers.DBlock)."""
+    own_block = layers.DBlock
 
+    @takes_config('D')
     def __init__(self, *, D_ch: int = 64, D_wide: bool = True, resolution: int = 128,
                  D_kernel_size: int = 3, D_attn: str = '64', n_classes: int = 1000,
                  num_D_SVs: int = 1, num_D_SV_itrs: int = 1,
                  D_activation: Union[str, nn.Module] = 'relu', SN_eps: float = 1e-12,
                  output_dim: int = 1, D_init: str = 'ortho', skip_init: bool = False,
-                 D_param: str = 'SN'):
-        super().__init__()
-        which_conv, which_linear, which_embedding = self._setup(
-            D_arch(D_ch, D_attn), 'BigGAN D', D_ch, resolution, n_classes, D_activation,
-            D_init, D_param, num_D_SVs, num_D_SV_itrs, SN_eps, D_kernel_size)
+                 D_param: str = 'SN', D_block: Union[str, Callable] = ''):
+        super().__init__(arch=select_arch(D_arch(D_ch, D_attn), resolution, 'BigGAN D'),
+                         D_ch=D_ch, resolution=resolution, n_classes=n_classes,
+                         D_activation=D_activation, D_init=D_init)
+        which_conv, which_linear, which_embedding = layers.sn_layers(
+            D_param, num_D_SVs, num_D_SV_itrs, SN_eps, D_kernel_size, 'D_param')
+        which_block = layers.get_block(D_block, layers.D_BLOCKS, self.own_block, 'D_block')
         blocks = []
         for index, c_out in enumerate(self.arch['out_channels']):
-            stage = [layers.DBlock(self.arch['in_channels'][index], c_out,
-                                   which_conv=which_conv, wide=D_wide,
-                                   activation=self.activation, preactivation=index > 0,
-                                   downsample=nn.AvgPool2d(2) if self.arch['downsample'][index]
-                                   else None)]
+            stage = [which_block(self.arch['in_channels'][index], c_out, which_conv=which_conv,
+                                 wide=D_wide, activation=self.activation,
+                                 preactivation=index > 0,
+                                 downsample=nn.AvgPool2d(2) if self.arch['downsample'][index]
+                                 else None)]
             if self.arch['attention'][self.arch['resolution'][index]]:
                 stage.append(layers.Attention(c_out, which_conv))
             blocks.append(nn.ModuleList(stage))
         self.blocks = nn.ModuleList(blocks)
-        self._finish(which_linear, which_embedding, output_dim, skip_init)
+        self.linear = which_linear(self.arch['out_channels'][-1], output_dim)
+        self.embed = which_embedding(n_classes, self.arch['out_channels'][-1])
+        if not skip_init:
+            layers.init_weights(self, D_init)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,7 +375,12 @@ class Discriminator(DiscriminatorBase):
 # ------------------------------------------------------------------------------------------------
 
 class G_D(nn.Module):
-    """G and D in one module, so one DDP wrapper (and one call) runs G then D.
+    """G then D in one forward: what every training step runs (train_fns.GAN_training_function
+    calls it), in one process, with --parallel (DataParallel replicates it), under torchrun and
+    with --compile. For those two, distributed.wrap_for_training compiles and DDP-wraps
+    `self.G` and `self.D` in place, as two units (each DDP wrapper then sees only the backward
+    passes whose gradients it averages); this forward stays the one that runs, so an edit here
+    changes training everywhere.
 
     `train_G=False` runs G without gradients (the D step). Without `split_D`, fakes and reals go
     through D as one concatenated batch; with it, as two calls. Returns (D_fake, D_real) when

@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import layers
-from BigGAN import G_D, DiscriminatorBase, GeneratorBase, d_tables, upsample_nearest
+from BigGAN import (G_D, DiscriminatorBase, GeneratorBase, d_tables, select_arch,  # noqa: F401
+                    takes_config, upsample_nearest)
 from BigGAN import G_arch as _biggan_G_arch
 
 __all__ = ['GBlock', 'DBlock', 'G_arch', 'D_arch', 'Generator', 'Discriminator', 'G_D']
@@ -101,7 +102,7 @@ class DBlock(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# Arch tables (spec 3.2)
+# Arch tables (the original's BigGANdeep.G_arch / D_arch)
 # ------------------------------------------------------------------------------------------------
 
 def G_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'G_attn') -> dict:
@@ -137,8 +138,11 @@ class Generator(GeneratorBase):
     Stage i has `G_depth` blocks: all but the last keep in_i channels, the last maps to out_i and
     upsamples (for G_depth <= 2 exactly the original; deeper stages work here, the original's
     crashed). Each block is its own entry of `blocks`; attention joins the last block of a stage.
+    Blocks are built from `G_block` (a name in layers.G_BLOCKS, a class, or '' for GBlock).
     """
+    own_block = GBlock
 
+    @takes_config('G')
     def __init__(self, *, G_ch: int = 64, G_depth: int = 2, dim_z: int = 128,
                  bottom_width: int = 4, resolution: int = 128, G_kernel_size: int = 3,
                  G_attn: str = '64', n_classes: int = 1000, num_G_SVs: int = 1,
@@ -146,17 +150,21 @@ class Generator(GeneratorBase):
                  hier: bool = False, cross_replica: bool = False, mybn: bool = False,
                  G_activation: Union[str, nn.Module] = 'relu', BN_eps: float = 1e-5,
                  SN_eps: float = 1e-12, G_init: str = 'ortho', skip_init: bool = False,
-                 G_param: str = 'SN', norm_style: str = 'bn'):
-        super().__init__()
+                 G_param: str = 'SN', norm_style: str = 'bn',
+                 G_block: Union[str, Callable] = ''):
         if not (hier and G_shared):
             raise ValueError('BigGAN-deep needs hier=True and G_shared=True (flags --hier '
                              '--G_shared): every block is conditioned on cat([shared(y), z])')
         if G_depth < 1:
             raise ValueError(f'G_depth must be >= 1, got {G_depth}')
-        which_conv, which_linear = self._setup(
-            G_arch(G_ch, G_attn), 'BigGAN-deep G', G_ch, dim_z, bottom_width, resolution,
-            n_classes, G_shared, shared_dim, hier, G_activation, G_init, norm_style, G_param,
-            num_G_SVs, num_G_SV_itrs, SN_eps, G_kernel_size)
+        super().__init__(arch=select_arch(G_arch(G_ch, G_attn), resolution, 'BigGAN-deep G'),
+                         G_ch=G_ch, dim_z=dim_z, bottom_width=bottom_width,
+                         resolution=resolution, n_classes=n_classes, G_shared=G_shared,
+                         shared_dim=shared_dim, hier=hier, G_activation=G_activation,
+                         G_init=G_init, norm_style=norm_style)
+        which_conv, which_linear, _ = layers.sn_layers(G_param, num_G_SVs, num_G_SV_itrs, SN_eps,
+                                                       G_kernel_size, 'G_param')
+        which_block = layers.get_block(G_block, layers.G_BLOCKS, self.own_block, 'G_block')
         self.G_depth = G_depth
         which_bn = functools.partial(layers.ccbn,
                                      which_linear=functools.partial(which_linear, bias=False),
@@ -172,14 +180,16 @@ class Generator(GeneratorBase):
                                                   self.arch['out_channels'])):
             for g_index in range(G_depth):
                 last = g_index == G_depth - 1
-                blocks.append([GBlock(c_in, c_out if last else c_in, which_conv=which_conv,
-                                      which_bn=which_bn, activation=self.activation,
-                                      upsample=upsample_nearest
-                                      if self.arch['upsample'][index] and last else None)])
+                blocks.append([which_block(c_in, c_out if last else c_in, which_conv=which_conv,
+                                           which_bn=which_bn, activation=self.activation,
+                                           upsample=upsample_nearest
+                                           if self.arch['upsample'][index] and last else None)])
             if self.arch['attention'][self.arch['resolution'][index]]:
                 blocks[-1].append(layers.Attention(c_out, which_conv))
         self.blocks = nn.ModuleList([nn.ModuleList(stage) for stage in blocks])
-        self._finish(which_conv, cross_replica, mybn, skip_init)
+        self.output_layer = self.output_layer_for(which_conv, cross_replica, mybn)
+        if not skip_init:
+            layers.init_weights(self, G_init)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """z: (N, dim_z) noise; y: the output of `self.shared` for the class labels."""
@@ -198,36 +208,44 @@ class Generator(GeneratorBase):
 
 class Discriminator(DiscriminatorBase):
     """BigGAN-deep projection discriminator: a 3x3 stem conv, then `D_depth` blocks per stage
-    (the first of each stage changes width and downsamples). `D_wide` is accepted and ignored,
-    as in the original."""
+    (the first of each stage changes width and downsamples). `D_wide` goes to the blocks, and
+    BigGAN-deep's own block ignores it, as in the original. Blocks are built from `D_block` (a
+    name in layers.D_BLOCKS, a class, or '' for DBlock)."""
+    own_block = DBlock
 
+    @takes_config('D')
     def __init__(self, *, D_ch: int = 64, D_wide: bool = True, D_depth: int = 2,
                  resolution: int = 128, D_kernel_size: int = 3, D_attn: str = '64',
                  n_classes: int = 1000, num_D_SVs: int = 1, num_D_SV_itrs: int = 1,
                  D_activation: Union[str, nn.Module] = 'relu', SN_eps: float = 1e-12,
                  output_dim: int = 1, D_init: str = 'ortho', skip_init: bool = False,
-                 D_param: str = 'SN'):
-        super().__init__()
+                 D_param: str = 'SN', D_block: Union[str, Callable] = ''):
         if D_depth < 1:
             raise ValueError(f'D_depth must be >= 1, got {D_depth}')
-        which_conv, which_linear, which_embedding = self._setup(
-            D_arch(D_ch, D_attn), 'BigGAN-deep D', D_ch, resolution, n_classes, D_activation,
-            D_init, D_param, num_D_SVs, num_D_SV_itrs, SN_eps, D_kernel_size)
+        super().__init__(arch=select_arch(D_arch(D_ch, D_attn), resolution, 'BigGAN-deep D'),
+                         D_ch=D_ch, resolution=resolution, n_classes=n_classes,
+                         D_activation=D_activation, D_init=D_init)
+        which_conv, which_linear, which_embedding = layers.sn_layers(
+            D_param, num_D_SVs, num_D_SV_itrs, SN_eps, D_kernel_size, 'D_param')
+        which_block = layers.get_block(D_block, layers.D_BLOCKS, self.own_block, 'D_block')
         self.D_depth = D_depth
         self.input_conv = which_conv(3, self.arch['in_channels'][0])
         blocks = []
         for index, c_out in enumerate(self.arch['out_channels']):
             c_in = self.arch['in_channels'][index]
-            stage = [DBlock(c_in if d_index == 0 else c_out, c_out, which_conv=which_conv,
-                            activation=self.activation, preactivation=True,
-                            downsample=nn.AvgPool2d(2)
-                            if self.arch['downsample'][index] and d_index == 0 else None)
+            stage = [which_block(c_in if d_index == 0 else c_out, c_out, which_conv=which_conv,
+                                 wide=D_wide, activation=self.activation, preactivation=True,
+                                 downsample=nn.AvgPool2d(2)
+                                 if self.arch['downsample'][index] and d_index == 0 else None)
                      for d_index in range(D_depth)]
             if self.arch['attention'][self.arch['resolution'][index]]:
                 stage.append(layers.Attention(c_out, which_conv))
             blocks.append(nn.ModuleList(stage))
         self.blocks = nn.ModuleList(blocks)
-        self._finish(which_linear, which_embedding, output_dim, skip_init)
+        self.linear = which_linear(self.arch['out_channels'][-1], output_dim)
+        self.embed = which_embedding(n_classes, self.arch['out_channels'][-1])
+        if not skip_init:
+            layers.init_weights(self, D_init)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The stem conv, then the blocks."""

@@ -30,13 +30,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import distributed
+import flags
 import sampling
 import train
 import train_fns
 import utils
 
-# The original's launch scripts (spec 11), less what does not change the step: data, parallelism
-# and bookkeeping flags. The benchmark runs one accumulation (--num_*_accumulations 1).
+# The original's launch scripts (scripts/launch_*.sh), less what does not change the step: data,
+# parallelism and bookkeeping flags. The benchmark runs one accumulation (--num_*_accumulations 1).
 I128 = ('--dataset I128_hdf5 --num_G_accumulations 1 --num_D_accumulations 1 --num_D_steps 1 '
         '--G_lr 1e-4 --D_lr 4e-4 --D_B2 0.999 --G_B2 0.999 --G_attn 64 --D_attn 64 '
         '--G_nl inplace_relu --D_nl inplace_relu --SN_eps 1e-6 --BN_eps 1e-5 --adam_eps 1e-6 '
@@ -70,10 +71,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=-1, help='untimed iterations first')
     parser.add_argument('--log_every', type=int, default=0,
                         help='iterations per read-back of the losses (0: default)')
-    parser.add_argument('--amp', choices=utils.AMP_MODES, default=None)
+    parser.add_argument('--amp', choices=flags.choices_of(flags.rows()['amp']), default=None)
     parser.add_argument('--channels_last', action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument('--compile_mode', choices=utils.COMPILE_MODES, default='default')
+    parser.add_argument('--compile_mode', default='default',
+                        choices=flags.choices_of(flags.rows()['compile_mode']))
     parser.add_argument('--baseline', action='store_true',
                         help='float32 eager with every speed feature off (the original as run)')
     args = parser.parse_args(argv)
@@ -134,25 +136,23 @@ def synchronize(device: torch.device) -> None:
 def training_step(config: dict, device: torch.device, baseline: bool):
     """(step, eager_step): one training iteration on random data, through train.py's code, and
     the same iteration eager in float32 (for the FLOP count)."""
-    G, D, G_ema, ema, G_optim, D_optim = train.build_models(config, device,
-                                                            fast_adam=not baseline)
-    distributed.broadcast_states(G, D, G_ema)
+    models = train.build_models(config, device, fast_adam=not baseline)
+    G, D = models.G, models.D
+    distributed.broadcast_states(G, D, models.G_ema)
     noise = sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'],
                                   device if baseline else torch.device('cpu'), seed=0)
-    if baseline:
-        GD, nets = utils.model_module(config).G_D(G, D), distributed.TrainingNets(None)
-    else:
-        nets = distributed.wrap_for_training(G, D, config, device)
-        GD = nets.GD
+    GD = models.GD
+    if not baseline:
         noise = distributed.ShardedNoise(noise, device, distributed.rank(),
                                          distributed.world_size())
+        GD = utils.model_module(config).G_D(G, D)  # models.GD stays plain, for eager_step
+        GD = distributed.wrap_for_training(GD, config, device)
     state = {'itr': 1}
-    step = train_fns.GAN_training_function(G, D, GD, noise, ema, state, config, G_optim,
-                                           D_optim, train_fns.Precision(config['amp'], device),
-                                           D_ddp=nets.D_ddp, G_ddp=nets.G_ddp)
-    eager = train_fns.GAN_training_function(
-        G, D, distributed.TrainingGD(distributed.ConditionedG(G), distributed.PairedD(D)),
-        noise, ema, state, config, G_optim, D_optim)
+    step = train_fns.GAN_training_function(
+        G, D, GD, noise, models.ema, state, config, G_optim=models.G_optim,
+        D_optim=models.D_optim, precision=train_fns.Precision(config['amp'], device))
+    eager = train_fns.GAN_training_function(G, D, models.GD, noise, models.ema, state, config,
+                                            G_optim=models.G_optim, D_optim=models.D_optim)
     n = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
     x = torch.rand(n, 3, config['resolution'], config['resolution']) * 2 - 1
     y = torch.randint(0, config['n_classes'], (n,))
@@ -164,27 +164,28 @@ def training_step(config: dict, device: torch.device, baseline: bool):
 
 def sampling_step(config: dict, device: torch.device, baseline: bool):
     """(step, eager_step): G_ema drawing a batch in eval mode, as sample.py and the metrics do."""
-    _, _, G_ema, _, _, _ = train.build_models(config, device)
+    G_ema = train.build_models(config, device).G_ema
     G_ema.eval()
     noise = sampling.NoiseSampler(G_ema.dim_z, config['n_classes'], config['G_batch_size'],
                                   device if baseline else torch.device('cpu'), seed=0)
-    draw = distributed.ConditionedG(G_ema)
-    eager = draw
+    draw = G_ema
     if not baseline:
         noise = distributed.ShardedNoise(noise, device, distributed.rank(),
                                          distributed.world_size())
         if config['compile']:
-            draw = torch.compile(draw, mode=config['compile_mode'], dynamic=False)
+            draw = torch.compile(G_ema, mode=config['compile_mode'], dynamic=False)
     precision = train_fns.Precision(config['amp'], device)
 
     @torch.no_grad()
     def step():
+        z, y = noise.sample()
         with precision.autocast():
-            return {'images': draw(*noise.sample())}
+            return {'images': draw(z, G_ema.shared(y))}
 
     @torch.no_grad()
     def eager_step():
-        return eager(*noise.sample())
+        z, y = noise.sample()
+        return G_ema(z, G_ema.shared(y))
     return step, eager_step
 
 
@@ -221,8 +222,8 @@ def peak_memory_gib(device: torch.device) -> float:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    device = distributed.setup({'device': args.device})
     try:
+        device = distributed.setup(utils.get_device({'device': args.device}))
         if args.baseline and distributed.world_size() > 1:
             raise ValueError('--baseline times one process (the original ran one); for '
                              'scaling, compare torchrun runs with one run of the default path')

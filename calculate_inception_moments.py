@@ -23,10 +23,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from distributed import all_gather_rows, all_reduce_sum, rank, world_size
 from inception_metrics import ISAccumulator
 from inception_net import check_kind
-from inception_utils import (Device, all_gather_rows, all_reduce_sum, default_moments_path,
-                             forward_batches, load_inception_net, rank, save_moments, world_size)
+from inception_utils import (Device, default_moments_path, forward_batches, load_inception_net,
+                             save_moments)
 from utils import exit_on_user_error
 
 

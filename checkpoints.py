@@ -310,9 +310,13 @@ def load_into(module: nn.Module, path: str, strict: bool = True) -> None:
     module.load_state_dict(state, strict=strict)
 
 
-def save_weights(G, D, G_optim, D_optim, state_dict: dict, weights_root: str,
-                 experiment_name: str, name_suffix: Optional[str] = None, G_ema=None) -> None:
-    """Save the six files of one checkpoint as one unit (spec 5.1)."""
+def save_weights(G, D, state_dict: dict, weights_root: str, experiment_name: str,
+                 name_suffix: Optional[str] = None, G_ema=None, *, G_optim=None,
+                 D_optim=None) -> None:
+    """Save the six files of one checkpoint as one unit: `<weights_root>/<experiment_name>/`
+    {G, G_optim, D, D_optim, state_dict, G_ema}[_<name_suffix>].pth, the original's layout
+    (its utils.save_weights, whose arguments these are; the optimizers were G.optim and
+    D.optim there). A file whose object is None is not written."""
     folder = os.path.join(weights_root, experiment_name)
     objects = {}
     for stem, obj in (('G', G), ('G_optim', G_optim), ('D', D), ('D_optim', D_optim),
@@ -360,11 +364,13 @@ def read_state(weights_root: str, experiment_name: str,
     return upgrade_state(safe_load(path)), path
 
 
-def load_weights(G, D, G_optim, D_optim, state_dict: dict, weights_root: str,
-                 experiment_name: str, name_suffix: Optional[str] = None, G_ema=None,
-                 strict: bool = True, load_optim: bool = True) -> dict:
-    """Load a checkpoint written by us or by the original. Returns the saved training state
-    (upgraded); `state_dict` is updated in place with its entries, as the original did."""
+def load_weights(G, D, state_dict: dict, weights_root: str, experiment_name: str,
+                 name_suffix: Optional[str] = None, G_ema=None, strict: bool = True,
+                 load_optim: bool = True, *, G_optim=None, D_optim=None) -> dict:
+    """Load a checkpoint written by us or by the original, with the original's arguments (its
+    utils.load_weights; the optimizers were G.optim and D.optim there). A net or optimizer
+    given as None is not loaded. Returns the saved training state (upgraded); `state_dict` is
+    updated in place with its entries, as the original did."""
     folder = checkpoint_folder(weights_root, experiment_name, name_suffix)
     path = lambda stem: os.path.join(folder, file_name(stem, name_suffix))  # noqa: E731
     print(f"Loading {name_suffix or 'latest'} weights from {folder}...")
@@ -386,4 +392,3 @@ def load_weights(G, D, G_optim, D_optim, state_dict: dict, weights_root: str,
         if key in saved and key != 'config':
             state_dict[key] = saved[key]
     return saved
-

@@ -1,28 +1,26 @@
-"""How training runs on one device or many: the process group under torchrun, rank helpers,
-the speed flags' checks, and the wrapping of G and D for torch.compile, DDP or DataParallel.
+"""How training runs on one device or many: the process group under torchrun, the rank helpers
+every module uses, the speed flags' checks, and the wrapping of G and D for torch.compile, DDP or
+DataParallel.
 
-One process per device. `setup(config)` joins the process group when torchrun started several
+One process per device. `setup(device)` joins the process group when torchrun started several
 processes (WORLD_SIZE > 1) and returns this process's device; `teardown()` leaves it. Every
 rank holds the same weights (DDP averages the gradients), only rank 0 writes files.
 
-`wrap_for_training` builds what the training step calls: G (with its shared embedding) and D as
-two separate units, each compiled with `--compile` and then wrapped in DDP, joined by
-`TrainingGD`, which runs G then D as the original's `G_D` does. G runs without gradients in the
-D step, and D is frozen in the G step; wrapping the two nets separately lets each DDP wrapper
-see only the backward passes whose gradients it averages. The plain G and D stay untouched, so
-checkpoints, EMA, sampling and the optimizers keep working on the plain modules' keys.
+`wrap_for_training` prepares the fused `BigGAN.G_D` that the training step calls: it compiles
+(--compile) and then DDP-wraps its `G` and `D` in place, as two units. G runs without gradients
+in the D step, and D is frozen in the G step; wrapping the two nets separately lets each DDP
+wrapper see only the backward passes whose gradients it averages. `G_D.forward` stays what
+runs; the plain G and D stay untouched, so checkpoints, EMA, sampling and the optimizers keep
+working on the plain modules' keys.
 """
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-
-import utils
 
 _OWNED_GROUP = False  # True when setup() created the process group (then teardown ends it)
 
@@ -52,12 +50,18 @@ def barrier() -> None:
         dist.barrier()
 
 
-def setup(config: dict) -> torch.device:
+def main_process_print(*args, **kwargs) -> None:
+    """print on rank 0 only."""
+    if is_main():
+        print(*args, **kwargs)
+        sys.stdout.flush()
+
+
+def setup(device: torch.device) -> torch.device:
     """Join the process group when launched with several processes and return this process's
-    device: `cuda:LOCAL_RANK` on GPUs (NCCL), the CPU with gloo. A group someone else created
-    (a test, a notebook) is used as it is."""
+    device (`device` is the one --device names): `cuda:LOCAL_RANK` on GPUs (NCCL), the CPU with
+    gloo. A group someone else created (a test, a notebook) is used as it is."""
     global _OWNED_GROUP
-    device = utils.get_device(config)
     processes = int(os.environ.get('WORLD_SIZE', '1'))
     if processes <= 1 and not dist.is_initialized():
         return device
@@ -109,6 +113,28 @@ def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
     return x / world_size()
 
 
+def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate every process's N_r x ... tensor in rank order (the N_r may differ)."""
+    if world_size() == 1:
+        return x
+    count = torch.tensor([len(x)], device=x.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    # all_gather needs equal shapes: pad to the longest, then cut each part back.
+    padded = x.new_zeros((int(max(counts)), *x.shape[1:]))
+    padded[:len(x)] = x
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:int(n)] for part, n in zip(parts, counts)])
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum `x` over all processes, in place; returns it."""
+    if world_size() > 1:
+        dist.all_reduce(x)
+    return x
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every process when `flag` is true on at least one (one small all-reduce)."""
     if world_size() == 1:
@@ -151,68 +177,18 @@ class ShardedNoise:
 
 
 # ------------------------------------------------------------------------------------------------
-# The units compile and DDP wrap, and the fused forward built from them
+# Compile and DDP around the fused forward
 # ------------------------------------------------------------------------------------------------
 
-class ConditionedG(nn.Module):
-    """`G(z, G.shared(y))` as one forward taking class labels: the shared embedding runs inside
-    the wrapped forward, so DDP and compile see it like any other G parameter."""
+class DDP(nn.parallel.DistributedDataParallel):
+    """DistributedDataParallel that reads the wrapped net's attributes, as G_D reads
+    `self.G.shared` (the shared embedding's gradients are averaged with G's other ones)."""
 
-    def __init__(self, G: nn.Module):
-        super().__init__()
-        self.G = G
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.G(z, self.G.shared(y))
-
-
-class PairedD(nn.Module):
-    """D on the fakes and, when given, the reals, in one forward (DDP expects one forward per
-    backward): one concatenated batch, or two calls with `split_D`, as the original's G_D."""
-
-    def __init__(self, D: nn.Module):
-        super().__init__()
-        self.D = D
-
-    def forward(self, G_z: torch.Tensor, gy: torch.Tensor, x: Optional[torch.Tensor] = None,
-                dy: Optional[torch.Tensor] = None, split_D: bool = False):
-        if x is None:
-            return self.D(G_z, gy)
-        if split_D:
-            return self.D(G_z, gy), self.D(x, dy)
-        out = self.D(torch.cat([G_z, x], 0), torch.cat([gy, dy], 0))
-        return torch.split(out, [G_z.shape[0], x.shape[0]])
-
-
-class TrainingGD(nn.Module):
-    """The fused G-then-D forward of the training step (the original's `G_D`, same results),
-    built from a `ConditionedG` and a `PairedD` that may be compiled or DDP-wrapped.
-
-    `train_G=False` runs G without gradients (the D step). Returns (D_fake, D_real) when reals
-    are given, else D's output on the fakes.
-    """
-
-    def __init__(self, G_unit: nn.Module, D_unit: nn.Module):
-        super().__init__()
-        self.G_unit, self.D_unit = G_unit, D_unit
-
-    def forward(self, z: torch.Tensor, gy: torch.Tensor, x: Optional[torch.Tensor] = None,
-                dy: Optional[torch.Tensor] = None, train_G: bool = False,
-                split_D: bool = False):
-        with torch.set_grad_enabled(train_G):
-            G_z = self.G_unit(z, gy)
-        if x is not None and G_z.dtype != x.dtype:
-            G_z = G_z.to(x.dtype)
-        return self.D_unit(G_z, gy, x, dy, split_D)
-
-
-@dataclass
-class TrainingNets:
-    """What the training step runs: the fused forward, and the DDP wrappers (None without
-    DDP) whose gradient averaging is skipped on all but the last micro-batch."""
-    GD: nn.Module
-    G_ddp: Optional[nn.Module] = None
-    D_ddp: Optional[nn.Module] = None
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
 
 
 def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
@@ -220,39 +196,36 @@ def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
     # every rank, so they stay equal without a broadcast per forward; BN running statistics
     # are per rank (each its own shard, as the original's device-0 replica) unless
     # --cross_replica, which computes them from the global batch. Rank 0's are saved.
-    return nn.parallel.DistributedDataParallel(
-        module, device_ids=[device.index] if device.type == 'cuda' else None,
-        broadcast_buffers=False, gradient_as_bucket_view=True)
+    return DDP(module, device_ids=[device.index] if device.type == 'cuda' else None,
+               broadcast_buffers=False, gradient_as_bucket_view=True)
 
 
-def wrap_for_training(G: nn.Module, D: nn.Module, config: dict,
-                      device: torch.device) -> TrainingNets:
-    """Compile (with --compile) the G and D units before any DDP wrapping; DDP under several
-    processes; DataParallel with --parallel in one process that sees several GPUs."""
-    G_unit, D_unit = ConditionedG(G), PairedD(D)
+def wrap_for_training(GD: nn.Module, config: dict, device: torch.device) -> nn.Module:
+    """Prepare the fused G_D for training and return what the step calls: `GD` itself, whose
+    `G` and `D` are compiled (--compile, static shapes) and, under several processes, then
+    DDP-wrapped in place; or, with --parallel in one process that sees several GPUs,
+    DataParallel over `GD` (the original's mode)."""
     if config.get('compile'):
         # Static shapes: training sees a few batch sizes (D gets fakes and reals together in its
         # step, fakes alone in G's), each worth its own specialized graph.
         mode = config.get('compile_mode', 'default')
-        G_unit = torch.compile(G_unit, mode=mode, dynamic=False)
-        D_unit = torch.compile(D_unit, mode=mode, dynamic=False)
+        GD.G = torch.compile(GD.G, mode=mode, dynamic=False)
+        GD.D = torch.compile(GD.D, mode=mode, dynamic=False)
     if world_size() > 1:
         if config.get('parallel'):
-            utils.main_process_print(f'Note: --parallel under torchrun: each of the '
-                                     f'{world_size()} processes drives one device (DDP)')
-        G_unit, D_unit = _ddp(G_unit, device), _ddp(D_unit, device)
-        return TrainingNets(TrainingGD(G_unit, D_unit), G_unit, D_unit)
-    GD = TrainingGD(G_unit, D_unit)
+            main_process_print(f'Note: --parallel under torchrun: each of the {world_size()} '
+                               f'processes drives one device (DDP)')
+        GD.G, GD.D = _ddp(GD.G, device), _ddp(GD.D, device)
+        return GD
     if not config.get('parallel'):
-        return TrainingNets(GD)
+        return GD
     if device.type == 'cuda' and torch.cuda.device_count() > 1:
-        # The original's mode: one process splits each batch over every visible GPU.
         print(f'--parallel: DataParallel over {torch.cuda.device_count()} GPUs in one process '
               f'(torchrun with one process per GPU scales better)')
-        return TrainingNets(nn.DataParallel(GD))
+        return nn.DataParallel(GD)
     print(f'Note: --parallel: one device ({device}) in this process, nothing to split; for '
           f'several GPUs launch torchrun --nproc_per_node N train.py ...')
-    return TrainingNets(GD)
+    return GD
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,12 +19,12 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from checkpoints import atomic_write
+from distributed import all_gather_rows, rank, world_size
 from inception_metrics import (calculate_frechet_distance, calculate_inception_score,  # noqa: F401
                                calculate_kid, feature_moments)
 from inception_net import build_inception_net, check_kind, load_weights, resolve_weights
@@ -55,40 +55,6 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device('cuda', torch.cuda.current_device())
     return torch.device('cpu')
-
-
-# --- several processes -----------------------------------------------------------------------
-
-def world_size() -> int:
-    """Number of processes in the default group; 1 without torch.distributed."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def rank() -> int:
-    """This process's rank; 0 without torch.distributed."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate every process's N_r x ... tensor in rank order (the N_r may differ)."""
-    if world_size() == 1:
-        return x
-    count = torch.tensor([len(x)], device=x.device)
-    counts = [torch.zeros_like(count) for _ in range(world_size())]
-    dist.all_gather(counts, count)
-    # all_gather needs equal shapes: pad to the longest, then cut each part back.
-    padded = x.new_zeros((int(max(counts)), *x.shape[1:]))
-    padded[:len(x)] = x
-    parts = [torch.empty_like(padded) for _ in counts]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[:int(n)] for part, n in zip(parts, counts)])
-
-
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum `x` over all processes, in place; returns it."""
-    if world_size() > 1:
-        dist.all_reduce(x)
-    return x
 
 
 # --- the moments file ------------------------------------------------------------------------

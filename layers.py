@@ -6,8 +6,9 @@ embedding layers, SA-GAN self-attention, the batch-norm family (class-conditiona
 activation table. Every layer keeps the original's parameter and buffer names, so checkpoints
 move both ways.
 
-To try a new block, write it here and hand it to the models through the `which_conv`,
-`which_linear` and `which_bn` partials, as the models do with the blocks below.
+The models build every residual block from `which_block` (flags --G_block / --D_block pick one
+of G_BLOCKS / D_BLOCKS by name) and hand it the `which_conv` and `which_bn` partials. To try a new
+block, write it here and add it to G_BLOCKS or D_BLOCKS (README, "Try a new block").
 """
 import functools
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -196,14 +197,15 @@ class SNEmbedding(nn.Embedding, SN):
         return F.embedding(x, self.W_())
 
 
+# --G_param / --D_param: SN, or plain layers (`SVD`: the original's name, never implemented there).
+PARAMETERIZATIONS = ('SN', 'SVD', 'none')
+
+
 def sn_layers(param: str, num_svs: int, num_itrs: int, eps: float, kernel_size: int = 3,
               arg: str = 'G_param') -> Tuple[Callable, Callable, Callable]:
-    """The `which_conv`, `which_linear`, `which_embedding` partials for a parameterization.
-
-    `SN` gives spectrally normalized layers; `SVD` (the original's name, never implemented there)
-    and `none` give plain PyTorch layers.
-    """
-    check_choice(arg, param, ('SN', 'SVD', 'none'))
+    """The `which_conv`, `which_linear`, `which_embedding` partials for a parameterization:
+    spectrally normalized layers for `SN`, plain PyTorch layers otherwise."""
+    check_choice(arg, param, PARAMETERIZATIONS)
     padding = kernel_size // 2
     if param == 'SN':
         sn = dict(num_svs=num_svs, num_itrs=num_itrs, eps=eps)
@@ -561,3 +563,26 @@ class DBlock(nn.Module):
         if self.downsample is not None:
             h = self.downsample(h)
         return h + self.shortcut(x)
+
+
+# Residual blocks by name, for --G_block / --D_block ('' keeps the model's own: these for BigGAN,
+# the bottleneck blocks of BigGANdeep.py for BigGAN-deep). A G block is called as
+# `block(in_channels, out_channels, which_conv=, which_bn=, activation=, upsample=)` and run as
+# `block(x, y)`; a D block as `block(in_channels, out_channels, which_conv=, wide=,
+# preactivation=, activation=, downsample=)` and run as `block(x)`.
+G_BLOCKS = {'GBlock': GBlock}
+D_BLOCKS = {'DBlock': DBlock}
+
+
+def get_block(block: Union[str, Callable, None], table: dict, own: Callable,
+              arg: str) -> Callable:
+    """The block class (or partial) `block` names: '' or None -> `own`, a name -> its entry of
+    `table`, anything callable -> itself."""
+    if not block:
+        return own
+    if isinstance(block, str):
+        check_choice(arg, block, list(table))
+        return table[block]
+    if not callable(block):
+        raise ValueError(f'{arg}={block!r} is neither a block name nor a block class')
+    return block

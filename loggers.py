@@ -1,5 +1,5 @@
-"""Logs: the test-metrics JSONL, the per-metric training logs, the metadata file and the
-console progress display, in the original's formats (spec 6).
+"""Logs: the test-metrics JSONL, the per-metric training logs (losses, and singular values from
+`get_SVs`), the metadata file and the console progress display, in the original's formats.
 
 The JSONL and metadata files are rewritten atomically. The per-metric logs are appended a whole
 line per write and flushed; on opening, a torn last line (a crash mid-write) is cut off and, on
@@ -144,3 +144,11 @@ def progress(items: Iterable, desc: str = '', total: Optional[int] = None,
         yield item
     stream.write(f'\r{desc}{n}/{total} (took {_clock(time.time() - t_start)})\n')
     stream.flush()
+
+
+def get_SVs(net, prefix: str) -> dict:
+    """Every SN singular-value buffer, named as the original's logs (its utils.get_SVs: one
+    `<prefix>_<module path>_sv<i>` log per buffer, dots made underscores), as 0-dim views
+    (`DeferredLog.add` copies them before the next forward changes the buffers)."""
+    return {f'{prefix}_{key}'.replace('.', '_'): value[0]
+            for key, value in net.state_dict().items() if 'sv' in key}

@@ -36,6 +36,10 @@ LOSSES: Dict[str, Tuple[Callable, Callable]] = {
 }
 
 
+# The original's module-level names (it always trained with hinge); training picks by --loss.
+discriminator_loss, generator_loss = LOSSES['hinge']
+
+
 def get_losses(name: str) -> Tuple[Callable, Callable]:
     """(discriminator_loss, generator_loss) for --loss name."""
     if name not in LOSSES:

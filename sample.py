@@ -39,7 +39,7 @@ NPZ, SHEETS, INTERPS, RANDOM, METRICS, STANDING = range(6)
 def load_generator(config: dict, device: torch.device) -> Tuple[nn.Module, dict]:
     """Build G from the flags and load the weights asked for. Returns (G, saved state); the
     state holds at least `itr` (0 for a --G_weights file)."""
-    G = utils.model_module(config).Generator(**utils.model_kwargs(config)['G'])
+    G = utils.model_module(config).Generator(**config)
     print(f'Number of params in G: {utils.count_parameters(G)}')
     if config['G_weights']:
         if config['use_ema']:
@@ -61,11 +61,11 @@ def load_generator(config: dict, device: torch.device) -> Tuple[nn.Module, dict]
         if os.path.isdir(os.path.dirname(ema_path)) and not os.path.isfile(ema_path):
             raise FileNotFoundError(f'--use_ema: {ema_path!r} does not exist (the run was not '
                                     f'trained with --ema); leave out --use_ema to sample G')
-        checkpoints.load_weights(None, None, None, None, state, config['weights_root'], name,
-                                 suffix, G_ema=G, strict=True, load_optim=False)
+        checkpoints.load_weights(None, None, state, config['weights_root'], name, suffix,
+                                 G_ema=G, strict=True, load_optim=False)
     else:
-        checkpoints.load_weights(G, None, None, None, state, config['weights_root'], name,
-                                 suffix, strict=True, load_optim=False)
+        checkpoints.load_weights(G, None, state, config['weights_root'], name, suffix,
+                                 strict=True, load_optim=False)
         if os.path.isfile(os.path.join(config['weights_root'], name,
                                        checkpoints.file_name('G_ema', suffix))):
             print('Note: this run has G_ema weights too; --use_ema samples them')

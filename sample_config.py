@@ -15,6 +15,7 @@ from typing import List, Optional, Set, Tuple
 
 import checkpoints
 import datasets
+import flags
 import utils
 
 # Never taken from a saved config: the original's six (spec 9.1), and what belongs to this
@@ -24,7 +25,6 @@ SAMPLE_TIME_KEYS = frozenset({
     'load_weights', 'config_from_name', 'experiment_name', 'resume', 'weights_root',
     'logs_root', 'samples_root', 'moments_path', 'inception_weights', 'parallel', 'device',
     'num_workers', 'pbar'})
-TRUNC_SWEEPS = ('z_var', 'truncation')
 
 
 def sample_parser() -> argparse.ArgumentParser:
@@ -58,12 +58,12 @@ def fill_from_saved(config: dict, given: Set[str]) -> Tuple[dict, str]:
     name = utils.experiment_name(config)
     state, path = checkpoints.read_state(config['weights_root'], name,
                                          config['load_weights'] or None)
-    copyable = set(vars(utils.prepare_parser().parse_args([]))) | {'n_classes'}
+    copyable = set(utils.defaults()) | {'n_classes'}
     filled = {}
     for key, value in (state.get('config') or {}).items():
         if key in given or key in SAMPLE_TIME_KEYS or key not in copyable:
             continue
-        if key == 'model' and value not in utils.MODELS:
+        if key == 'model' and value not in flags.MODELS:
             # The released checkpoints say 'model'; the original imported whatever was there.
             print(f"Note: {path} names the model {value!r}, which is no model; using --model "
                   f"{config['model']}")
@@ -77,24 +77,12 @@ def fill_from_saved(config: dict, given: Set[str]) -> Tuple[dict, str]:
 
 
 def check_sample_flags(config: dict) -> None:
-    """The sample flags' own checks (ValueError naming the flag)."""
-    if config['sample_num_npz'] < 1:
-        raise ValueError(f"--sample_num_npz must be >= 1, got {config['sample_num_npz']}")
-    if config['n_classes'] < 0:
-        raise ValueError(f"--n_classes must be >= 1 (0: from the data or the saved config), "
-                         f"got {config['n_classes']}")
-    if not config['z_var'] > 0:
-        raise ValueError(f"--z_var (z's standard deviation) must be > 0, got {config['z_var']}")
-    if config['truncation'] is not None and not config['truncation'] > 0:
-        raise ValueError(f"--truncation must be > 0 (the largest |z| kept; leave it out for no "
-                         f"truncation), got {config['truncation']}")
+    """The sample flags' checks between flags and files (ValueError naming the flag); each
+    flag's own choices and limits are checked from its row (utils.validate)."""
     metrics = config['sample_inception_metrics'] or config['sample_trunc_curves']
     if metrics and config['num_inception_images'] < 10:
         raise ValueError(f"--num_inception_images must be >= 10 (the IS splits) for the metrics, "
                          f"got {config['num_inception_images']}")
-    if config['sample_trunc_sweep'] not in TRUNC_SWEEPS:
-        raise ValueError(f"--sample_trunc_sweep {config['sample_trunc_sweep']!r} is not valid; "
-                         f"choose one of {list(TRUNC_SWEEPS)}")
     if config['G_weights'] and not os.path.isfile(config['G_weights']):
         raise ValueError(f"--G_weights {config['G_weights']!r}: no such file (a G state_dict, "
                          f"e.g. pretrained_weights/biggan-128.pth from TFHub/converter.py)")
@@ -175,11 +163,8 @@ def parse_sample_config(argv: Optional[List[str]] = None) -> utils.Config:
     trunc_values (the --sample_trunc_curves values), G_batch_size (at least batch_size),
     skip_init (always), experiment_name (with --G_weights: the file's name by default).
     """
-    config = vars(sample_parser().parse_args(argv))
+    config = utils.update_config_roots(vars(sample_parser().parse_args(argv)))
     given = given_flags(argv)
-    if config['base_root']:
-        for name in ('data', 'weights', 'logs', 'samples'):
-            config[f'{name}_root'] = os.path.join(config['base_root'], name)
     saved_from = ''
     if config['config_from_name']:
         config, saved_from = fill_from_saved(config, given)

@@ -9,7 +9,8 @@ import functools
 import os
 import random
 import time
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -42,17 +43,19 @@ def make_optimizers(G, D, config: dict, device: torch.device, fast: bool = True)
     return G_optim, D_optim
 
 
-def build_models(config: dict, device: torch.device, fast_adam: bool = True):
-    """G, D, G_ema and its EMA (None without --ema), and the optimizers, on `device` and in the
-    memory layout --channels_last asks for (set before the optimizers see the parameters)."""
+def build_models(config: dict, device: torch.device,
+                 fast_adam: bool = True) -> train_fns.Models:
+    """G, D, their optimizers, the fused G_D, and G_ema and its EMA (None without --ema), on
+    `device` and in the memory layout --channels_last asks for (set before the optimizers see
+    the parameters). The models take the whole config, as the original's did."""
     model = utils.model_module(config)
-    kwargs = utils.model_kwargs(config)
-    G = model.Generator(**kwargs['G']).to(device)
-    D = model.Discriminator(**kwargs['D']).to(device)
+    G = model.Generator(**config).to(device)
+    D = model.Discriminator(**config).to(device)
     G_ema, ema = None, None
     if config['ema']:
-        utils.main_process_print(f"Preparing EMA for G with decay of {config['ema_decay']}")
-        G_ema = model.Generator(**{**kwargs['G'], 'skip_init': True}).to(device)
+        distributed.main_process_print(f"Preparing EMA for G with decay of "
+                                       f"{config['ema_decay']}")
+        G_ema = model.Generator(**{**config, 'skip_init': True}).to(device)
     if config['channels_last']:
         for net in (G, D, G_ema):
             if net is not None:
@@ -60,7 +63,7 @@ def build_models(config: dict, device: torch.device, fast_adam: bool = True):
     if G_ema is not None:
         ema = train_fns.EMA(G, G_ema, config['ema_decay'], config['ema_start'])
     G_optim, D_optim = make_optimizers(G, D, config, device, fast_adam)
-    return G, D, G_ema, ema, G_optim, D_optim
+    return train_fns.Models(G, D, G_optim, D_optim, model.G_D(G, D), G_ema, ema)
 
 
 def match_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -137,7 +140,7 @@ class _Silent:
 def run(config: dict) -> dict:
     """The whole training program, in one process of possibly several (torchrun). Returns the
     final training state."""
-    device = distributed.setup(config)
+    device = distributed.setup(utils.get_device(config))
     finished = False
     try:
         distributed.check_flags(config, device)
@@ -148,20 +151,22 @@ def run(config: dict) -> dict:
         distributed.teardown(wait=finished)
 
 
-def resume(config: dict, experiment_name: str, G, D, G_ema, G_optim, D_optim,
-           state_dict: dict, noise: sampling.NoiseSampler) -> None:
+def resume(config: dict, experiment_name: str, models: train_fns.Models, state_dict: dict,
+           noise: sampling.NoiseSampler) -> None:
     """Load the checkpoint on every rank and put back the random states saved with it."""
     main = distributed.is_main()
     # Rank 0 loads first: loading may finish a save a crash interrupted (it writes).
     if not main:
         distributed.barrier()
-    saved = checkpoints.load_weights(G, D, G_optim, D_optim, state_dict, config['weights_root'],
-                                     experiment_name, config['load_weights'] or None, G_ema)
+    saved = checkpoints.load_weights(models.G, models.D, state_dict, config['weights_root'],
+                                     experiment_name, config['load_weights'] or None,
+                                     models.G_ema, G_optim=models.G_optim,
+                                     D_optim=models.D_optim)
     if main:
         distributed.barrier()
     restore_rng(saved.get('rng'), noise)
-    match_layout(G_optim)
-    match_layout(D_optim)
+    match_layout(models.G_optim)
+    match_layout(models.D_optim)
 
 
 def make_loggers(config: dict, experiment_name: str, state_dict: dict):
@@ -179,33 +184,11 @@ def make_loggers(config: dict, experiment_name: str, state_dict: dict):
     return train_log, test_log
 
 
-def _train(config: dict, device: torch.device) -> dict:
-    """`run` in this process, on `device`."""
-    utils.setup_torch(utils.Config({**config, 'device': str(device)}))
-    say = utils.main_process_print
-    if distributed.is_main():
-        utils.prepare_root(config)
-    experiment_name = utils.experiment_name(config)
-    say(f'Experiment name is {experiment_name}')
-    G, D, G_ema, ema, G_optim, D_optim = build_models(config, device)
-    say(f'Number of params in G: {utils.count_parameters(G)} D: {utils.count_parameters(D)}')
-
-    state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0.0,
-                  'best_FID': 999999.0, 'config': saved_config(config)}
-    # Noise is drawn on the CPU (the same numbers on any device) and every rank draws the whole
-    # batch's, so rank 0's saved sampler state resumes every rank.
-    noise = sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'],
-                                  torch.device('cpu'), seed=config['seed'])
-    if config['resume']:
-        resume(config, experiment_name, G, D, G_ema, G_optim, D_optim, state_dict, noise)
-    distributed.broadcast_states(G, D, G_ema)
-    train_sampler = distributed.ShardedNoise(noise, device, distributed.rank(),
-                                             distributed.world_size())
-    start_itr = state_dict['itr']
-    train_log, test_log = make_loggers(config, experiment_name, state_dict)
-
+def make_loader(config: dict, start_itr: int):
+    """This rank's loader: batches of every D step and accumulation of one iteration, from
+    iteration `start_itr` on."""
     loader_batch = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
-    loader = datasets.get_data_loaders(
+    return datasets.get_data_loaders(
         config['dataset'], data_root=config['data_root'], augment=config['augment'],
         batch_size=loader_batch, num_workers=config['num_workers'], shuffle=config['shuffle'],
         load_in_mem=config['load_in_mem'], pin_memory=config['pin_memory'], drop_last=True,
@@ -214,25 +197,68 @@ def _train(config: dict, device: torch.device) -> dict:
         resolution=config['resolution'], seed=config['seed'], rank=distributed.rank(),
         world_size=distributed.world_size())[0]
 
+
+@dataclass
+class Run:
+    """What the iteration loop works with, built by `_train`."""
+    config: dict
+    models: train_fns.Models
+    loader: Any
+    train: Callable[[torch.Tensor, torch.Tensor], dict]  # one iteration (train_fns)
+    noise: sampling.NoiseSampler  # the training noise, whose state checkpoints keep
+    state_dict: dict
+    train_log: Any
+    test_log: Any
+    get_inception_metrics: Callable
+    fixed_z: torch.Tensor
+    fixed_y: torch.Tensor
+    experiment_name: str
+    device: torch.device
+    last_itr: int
+
+
+def _train(config: dict, device: torch.device) -> dict:
+    """`run` in this process, on `device`."""
+    utils.setup_torch(utils.Config({**config, 'device': str(device)}))
+    say = distributed.main_process_print
+    if distributed.is_main():
+        utils.prepare_root(config)
+    experiment_name = utils.experiment_name(config)
+    say(f'Experiment name is {experiment_name}')
+    models = build_models(config, device)
+    say(f'Number of params in G: {utils.count_parameters(models.G)} D: '
+        f'{utils.count_parameters(models.D)}')
+
+    state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0.0,
+                  'best_FID': 999999.0, 'config': saved_config(config)}
+    # Noise is drawn on the CPU (the same numbers on any device) and every rank draws the whole
+    # batch's, so rank 0's saved sampler state resumes every rank.
+    noise = sampling.NoiseSampler(models.G.dim_z, config['n_classes'], config['G_batch_size'],
+                                  torch.device('cpu'), seed=config['seed'])
+    if config['resume']:
+        resume(config, experiment_name, models, state_dict, noise)
+    distributed.broadcast_states(models.G, models.D, models.G_ema)
+    train_log, test_log = make_loggers(config, experiment_name, state_dict)
+    loader = make_loader(config, state_dict['itr'])
     last_itr = planned_iters(config, loader)
-    get_inception_metrics = prepare_metrics(config, device, last_itr)
-    fixed = sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'], device,
-                                  seed=config['seed'] + 1)
-    fixed_z, fixed_y = fixed.sample()
-    precision = train_fns.Precision(config['amp'], device)
+    fixed_z, fixed_y = sampling.NoiseSampler(models.G.dim_z, config['n_classes'],
+                                             config['G_batch_size'], device,
+                                             seed=config['seed'] + 1).sample()
     if config['which_train_fn'] == 'GAN':
-        nets = distributed.wrap_for_training(G, D, config, device)
-        train = train_fns.GAN_training_function(G, D, nets.GD, train_sampler, ema, state_dict,
-                                                config, G_optim, D_optim, precision,
-                                                D_ddp=nets.D_ddp, G_ddp=nets.G_ddp)
+        train = train_fns.GAN_training_function(
+            models.G, models.D, distributed.wrap_for_training(models.GD, config, device),
+            distributed.ShardedNoise(noise, device, distributed.rank(),
+                                     distributed.world_size()),
+            models.ema, state_dict, config, G_optim=models.G_optim, D_optim=models.D_optim,
+            precision=train_fns.Precision(config['amp'], device))
     else:
         train = train_fns.dummy_training_function()
-
-    say(f'Beginning training at epoch {state_dict["epoch"]}, iteration {start_itr}...')
+    run = Run(config, models, loader, train, noise, state_dict, train_log, test_log,
+              prepare_metrics(config, device, last_itr), fixed_z, fixed_y, experiment_name,
+              device, last_itr)
+    say(f'Beginning training at epoch {state_dict["epoch"]}, iteration {state_dict["itr"]}...')
     try:
-        loop(config, G, D, G_ema, G_optim, D_optim, loader, train, noise, state_dict,
-             train_log, test_log, get_inception_metrics, fixed_z, fixed_y, experiment_name,
-             device, last_itr)
+        loop(run)
     finally:
         train_log.close()
     return state_dict
@@ -322,21 +348,22 @@ class DeferredLog:
                       end=' ')
 
 
-def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, state_dict,
-         train_log, test_log, get_inception_metrics, fixed_z, fixed_y, experiment_name,
-         device, total: int) -> None:
+def loop(run: Run) -> None:
     """The iteration loop: train, log, test, save and sample. Every rank runs it; rank 0 alone
     shows progress and writes (the others hold silent loggers)."""
+    config, state_dict, models = run.config, run.state_dict, run.models
     num_iters = config['num_iters']
     main = distributed.is_main()
-    batches = _batches(loader, config, state_dict)
+    batches = _batches(run.loader, config, state_dict)
     if config['pbar'] == 'tqdm' and main:
-        batches = tqdm(batches, total=total, initial=state_dict['itr'], dynamic_ncols=True)
+        batches = tqdm(batches, total=run.last_itr, initial=state_dict['itr'],
+                       dynamic_ncols=True)
     elif config['pbar'] == 'mine' and main:
-        batches = loggers.progress(batches, total=total, start=state_dict['itr'],
+        batches = loggers.progress(batches, total=run.last_itr, start=state_dict['itr'],
                                    displaytype='s1k' if config['use_multiepoch_sampler']
                                    else 'eta')
-    log = DeferredLog(train_log, config['log_every'], show=config['pbar'] == 'mine' and main)
+    log = DeferredLog(run.train_log, config['log_every'],
+                      show=config['pbar'] == 'mine' and main)
     t_start = clock()
     time_limit = config['time_limit'] * 60
     out_of_time = False
@@ -345,42 +372,24 @@ def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, st
             break
         state_dict['itr'] += 1
         itr = state_dict['itr']
-        _set_mode(True, G, D, G_ema)
-        x, y = train_fns.prepare_batch(x, y, device, config['channels_last'])
-        log.add(itr, train(x, y))
+        _set_mode(True, models.G, models.D, models.G_ema)
+        x, y = train_fns.prepare_batch(x, y, run.device, config['channels_last'])
+        log.add(itr, run.train(x, y))
         if config['sv_log_interval'] > 0 and itr % config['sv_log_interval'] == 0:
-            log.add(itr, {**get_SVs(G, 'G'), **get_SVs(D, 'D')}, losses=False)
+            log.add(itr, {**loggers.get_SVs(models.G, 'G'), **loggers.get_SVs(models.D, 'D')},
+                    losses=False)
         # Test before saving, so the saved state holds this iteration's best scores and a
         # resumed run takes the same best-checkpoint decisions as an uninterrupted one.
         if itr % config['test_every'] == 0:
             log.flush()
-            if config['G_eval_mode']:
-                # Both nets: the original forgot G_ema here (spec 12.1, item 10).
-                _set_mode(False, G, G_ema)
-            sampler = eval_sampler(G, config, device, itr)
-            which = train_fns.which_G(G, G_ema, config)
-            sample = functools.partial(sampling.sample, which, sampler)
-            train_fns.test(G, D, G_ema, G_optim, D_optim, sampler, state_dict, config, sample,
-                           get_inception_metrics, experiment_name, test_log,
-                           {'rng': rng_state(train_sampler)})
+            _test(run, itr)
         # Every rank stops once any rank's clock has passed the limit, so all stop together.
         out_of_time = bool(time_limit) and distributed.any_rank(
-            clock() - t_start >= time_limit, device)
+            clock() - t_start >= time_limit, run.device)
         if (itr % config['save_every'] == 0 or (num_iters and itr == num_iters)
                 or out_of_time):
             log.flush()
-            if config['G_eval_mode']:
-                if main:
-                    print('Switchin G to eval mode...')
-                _set_mode(False, G, G_ema)
-            if main:
-                # Rank 0 samples alone: cross-replica BN must not wait for the other ranks.
-                with local_statistics():
-                    train_fns.save_and_sample(G, D, G_ema, G_optim, D_optim,
-                                              eval_sampler(G, config, device, itr), fixed_z,
-                                              fixed_y, state_dict, config, experiment_name,
-                                              {'rng': rng_state(train_sampler)})
-            distributed.barrier()
+            _save(run, itr)
         if (num_iters and itr >= num_iters) or out_of_time:
             break
     log.flush()
@@ -393,18 +402,41 @@ def loop(config, G, D, G_ema, G_optim, D_optim, loader, train, train_sampler, st
         print(f"\nStopped at iteration {state_dict['itr']} ({clock() - t_start:.1f} s)")
 
 
+def _test(run: Run, itr: int) -> None:
+    """IS/FID (and best copies) at iteration `itr`, on every rank."""
+    config, models = run.config, run.models
+    if config['G_eval_mode']:
+        # Both nets: the original forgot G_ema here.
+        _set_mode(False, models.G, models.G_ema)
+    sampler = eval_sampler(models.G, config, run.device, itr)
+    which = train_fns.which_G(models.G, models.G_ema, config)
+    sample = functools.partial(sampling.sample, which, sampler)
+    train_fns.test(models, sampler, run.state_dict, config, sample, run.get_inception_metrics,
+                   run.experiment_name, run.test_log, {'rng': rng_state(run.noise)})
+
+
+def _save(run: Run, itr: int) -> None:
+    """Checkpoint and sheets at iteration `itr`: rank 0 writes, every rank waits for it."""
+    config, models = run.config, run.models
+    main = distributed.is_main()
+    if config['G_eval_mode']:
+        if main:
+            print('Switchin G to eval mode...')
+        _set_mode(False, models.G, models.G_ema)
+    if main:
+        # Rank 0 samples alone: cross-replica BN must not wait for the other ranks.
+        with local_statistics():
+            train_fns.save_and_sample(models, eval_sampler(models.G, config, run.device, itr),
+                                      run.fixed_z, run.fixed_y, run.state_dict, config,
+                                      run.experiment_name, {'rng': rng_state(run.noise)})
+    distributed.barrier()
+
+
 def _set_mode(training: bool, *nets) -> None:
     """Train or eval mode for each net given (None, where there is no G_ema, is skipped)."""
     for net in nets:
         if net is not None:
             net.train(training)
-
-
-def get_SVs(net, prefix: str) -> dict:
-    """Every SN singular-value buffer, named as the original's logs (spec 6.2), as 0-dim views
-    (`DeferredLog.add` copies them before the next forward changes the buffers)."""
-    return {f'{prefix}_{key}'.replace('.', '_'): value[0]
-            for key, value in net.state_dict().items() if 'sv' in key}
 
 
 def main(argv: Optional[list] = None) -> None:
@@ -416,6 +448,7 @@ def main(argv: Optional[list] = None) -> None:
     # Past set-up a ValueError may be a bug worth its traceback; missing files are not.
     with utils.exit_on_user_error((FileNotFoundError, PermissionError)):
         run(config)
+
 
 if __name__ == '__main__':
     main()

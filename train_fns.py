@@ -1,14 +1,17 @@
-"""The training step and what runs around it: EMA, orthogonal regularization, gradient toggling,
-`save_and_sample` and `test`.
+"""The training step and what runs around it: the nets a run trains (`Models`), EMA, orthogonal
+regularization, gradient toggling, precision, `save_and_sample` and `test`.
 
-`GAN_training_function` returns `train(x, y)`, one full G iteration (spec 3.19): `num_D_steps`
-D steps of `num_D_accumulations` micro-batches each, then a G step of `num_G_accumulations`
-micro-batches, then the EMA update. Noise and labels come from a sampler object (`sample(n) ->
-(z, y)`), so tests can inject fixed noise.
+`GAN_training_function` returns `train(x, y)`, one full G iteration (the original's
+train_fns.GAN_training_function): `num_D_steps` D steps of `num_D_accumulations` micro-batches
+each, then a G step of `num_G_accumulations` micro-batches, then the EMA update. Every forward
+goes through the fused `G_D`. Noise and labels come from a sampler object (`sample(n) -> (z,
+y)`), so tests can inject fixed noise.
 """
 import contextlib
+import functools
 import math
 import os
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional
 
 import torch
@@ -47,10 +50,10 @@ def ortho(model: nn.Module, strength: float = 1e-4, blacklist: Iterable = ()) ->
 
 
 class EMA:
-    """Exponential moving average of every parameter AND buffer of `source` into `target`
-    (spec 3.17): before `start_itr` the target is a copy (decay 0). Tensors are looked up at
-    every update, so casting or moving the models later is safe (the original held stale
-    references)."""
+    """Exponential moving average of every parameter AND buffer of `source` into `target` (the
+    original's utils.ema, same arguments): before `start_itr` the target is a copy (decay 0).
+    Tensors are looked up at every update, so casting or moving the models later is safe (the
+    original held stale references)."""
 
     def __init__(self, source: nn.Module, target: nn.Module, decay: float = 0.9999,
                  start_itr: int = 0):
@@ -92,14 +95,16 @@ class _NoScaler:
         pass
 
 
+# --amp: the autocast dtype of each mode (none: float32, no autocast).
+AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
 class Precision:
-    """Autocast and loss scaling for --amp {none, bf16, fp16}. Spectral norm, BN statistics, the
+    """Autocast and loss scaling for --amp (AMP_DTYPES). Spectral norm, BN statistics, the
     attention softmax and the losses stay in float32 inside the layers."""
 
-    DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-
     def __init__(self, amp: str = 'none', device: torch.device = torch.device('cpu')):
-        layers.check_choice('--amp', amp, ('none', 'bf16', 'fp16'))
+        layers.check_choice('--amp', amp, list(AMP_DTYPES))
         self.amp, self.device_type = amp, torch.device(device).type
         fp16 = amp == 'fp16' and self.device_type == 'cuda'
         self.D_scaler = torch.amp.GradScaler('cuda') if fp16 else _NoScaler()
@@ -108,12 +113,13 @@ class Precision:
     def autocast(self):
         if self.amp == 'none':
             return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.DTYPES[self.amp])
+        return torch.autocast(self.device_type, dtype=AMP_DTYPES[self.amp])
 
 
-def no_sync(module: Optional[nn.Module], skip: bool):
-    """DDP's no_sync for all but the last micro-batch of an accumulation."""
-    if skip and hasattr(module, 'no_sync'):
+def no_sync(module: nn.Module, skip: bool):
+    """DDP's no_sync (skip averaging the gradients of this backward) when `skip` and `module`
+    is DDP-wrapped; nothing otherwise."""
+    if skip and isinstance(module, nn.parallel.DistributedDataParallel):
         return module.no_sync()
     return contextlib.nullcontext()
 
@@ -128,21 +134,36 @@ def prepare_batch(x: torch.Tensor, y: torch.Tensor, device: torch.device,
     return x, y.to(device, non_blocking=True)
 
 
+@dataclass
+class Models:
+    """What a run trains and saves: G, D, their optimizers, G_ema and its EMA (None without
+    --ema), and `GD`, the fused G_D forward over G and D that the training step calls (its
+    `G` and `D` may be compiled or DDP-wrapped by distributed.wrap_for_training; the plain G
+    and D here are what checkpoints, the EMA and sampling use)."""
+    G: nn.Module
+    D: nn.Module
+    G_optim: torch.optim.Optimizer
+    D_optim: torch.optim.Optimizer
+    GD: nn.Module
+    G_ema: Optional[nn.Module] = None
+    ema: Optional[EMA] = None
+
+
 # ------------------------------------------------------------------------------------------------
 # The training step
 # ------------------------------------------------------------------------------------------------
 
 def GAN_training_function(G: nn.Module, D: nn.Module, GD: nn.Module, sampler,
-                          ema: Optional[EMA], state_dict: dict, config: dict,
+                          ema: Optional[EMA], state_dict: dict, config: dict, *,
                           G_optim: torch.optim.Optimizer, D_optim: torch.optim.Optimizer,
-                          precision: Optional[Precision] = None, D_ddp: Optional[nn.Module] = None,
-                          G_ddp: Optional[nn.Module] = None) -> Callable:
-    """One BigGAN iteration as a closure `train(x, y) -> metrics` (spec 3.19).
+                          precision: Optional[Precision] = None) -> Callable:
+    """One BigGAN iteration as a closure `train(x, y) -> metrics`, through the fused `GD`
+    (BigGAN.G_D, or DataParallel over it).
 
-    `GD` is the fused G_D (or `distributed.TrainingGD`, built from DDP-wrapped parts);
-    `D_ddp`/`G_ddp` are the DDP-wrapped nets whose gradient sync is skipped on all but the last
-    micro-batch (D's always in the G step, where D is frozen and its gradients unused).
-    Metrics are returned as 0-dim tensors, so the step never waits for the device.
+    Under DDP (GD.G and GD.D wrapped), gradient averaging is skipped on all but the last
+    micro-batch of an accumulation, and always for D in the G step, where D is frozen and its
+    gradients unused. Metrics are returned as 0-dim tensors, so the step never waits for the
+    device.
     """
     discriminator_loss, generator_loss = losses.get_losses(config['loss'])
     precision = precision or Precision('none')
@@ -150,6 +171,7 @@ def GAN_training_function(G: nn.Module, D: nn.Module, GD: nn.Module, sampler,
     G_batch_size = max(config['G_batch_size'], batch_size)
     n_D, n_Da, n_Ga = (config['num_D_steps'], config['num_D_accumulations'],
                        config['num_G_accumulations'])
+    fused = GD.module if isinstance(GD, nn.DataParallel) else GD  # the G_D, for its G and D
 
     def train(x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
         G_optim.zero_grad(set_to_none=True)
@@ -167,7 +189,7 @@ def GAN_training_function(G: nn.Module, D: nn.Module, GD: nn.Module, sampler,
             D_optim.zero_grad(set_to_none=True)
             for accumulation in range(n_Da):
                 z_, y_ = sampler.sample(batch_size)
-                with no_sync(D_ddp, accumulation < n_Da - 1):
+                with no_sync(fused.D, accumulation < n_Da - 1):
                     with precision.autocast():
                         D_fake, D_real = GD(z_, y_, x[counter], y[counter], train_G=False,
                                             split_D=config['split_D'])
@@ -187,7 +209,7 @@ def GAN_training_function(G: nn.Module, D: nn.Module, GD: nn.Module, sampler,
         G_optim.zero_grad(set_to_none=True)
         for accumulation in range(n_Ga):
             z_, y_ = sampler.sample(G_batch_size)
-            with no_sync(G_ddp, accumulation < n_Ga - 1), no_sync(D_ddp, True):
+            with no_sync(fused.G, accumulation < n_Ga - 1), no_sync(fused.D, True):
                 with precision.autocast():
                     D_fake = GD(z_, y_, train_G=True, split_D=config['split_D'])
                     G_loss = generator_loss(D_fake) / float(n_Ga)
@@ -255,26 +277,28 @@ def _standing_stats(net: nn.Module, sampler, config: dict) -> None:
                                          config['num_standing_accumulations'])
 
 
-def save_and_sample(G, D, G_ema, G_optim, D_optim, sampler, fixed_z, fixed_y, state_dict,
-                    config, experiment_name, training_state: Optional[dict] = None) -> None:
+def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict, config: dict,
+                    experiment_name: str, training_state: Optional[dict] = None) -> None:
     """Save the checkpoint (and a rotating copy), then the fixed, class and interpolation
-    sheets (spec 5.3, 6.4). `training_state` (RNG states) is saved inside state_dict.pth."""
+    sheets, as the original's train_fns.save_and_sample. `training_state` (RNG states) is saved
+    inside state_dict.pth."""
     # The ring counter is advanced before saving, so a resumed run writes the next slot (the
     # original saved the old value and overwrote its newest copy after a resume).
     slot = state_dict['save_num']
     if config['num_save_copies'] > 0:
         state_dict['save_num'] = (slot + 1) % config['num_save_copies']
     state = dict(state_dict, **(training_state or {}))
-    root, name = config['weights_root'], experiment_name
-    checkpoints.save_weights(G, D, G_optim, D_optim, state, root, name, None, G_ema)
+    save = functools.partial(checkpoints.save_weights, models.G, models.D, state,
+                             config['weights_root'], experiment_name, G_ema=models.G_ema,
+                             G_optim=models.G_optim, D_optim=models.D_optim)
+    save(None)
     if config['num_save_copies'] > 0:
-        checkpoints.save_weights(G, D, G_optim, D_optim, state, root, name, f'copy{slot}',
-                                 G_ema)
+        save(f'copy{slot}')
 
     itr = state_dict['itr']
     folder = os.path.join(config['samples_root'], experiment_name)
     os.makedirs(folder, exist_ok=True)
-    with preserve_state(which_G(G, G_ema, config)) as net:
+    with preserve_state(which_G(models.G, models.G_ema, config)) as net:
         _standing_stats(net, sampler, config)
         with torch.no_grad():
             fixed = net(fixed_z, net.shared(fixed_y))
@@ -287,13 +311,13 @@ def save_and_sample(G, D, G_ema, G_optim, D_optim, sampler, fixed_z, fixed_y, st
                                   experiment_name, itr, sampler, fix_z=fix_z, fix_y=fix_y)
 
 
-def test(G, D, G_ema, G_optim, D_optim, sampler, state_dict, config, sample,
-         get_inception_metrics, experiment_name, test_log,
+def test(models: Models, sampler, state_dict: dict, config: dict, sample: Callable,
+         get_inception_metrics: Callable, experiment_name: str, test_log,
          training_state: Optional[dict] = None) -> dict:
     """IS/FID of `sample()`; keep the best `num_best_copies` checkpoints by --which_best and
-    append the JSONL record (spec 5.3, 6.1). Under torch.distributed every rank samples its
-    share and gets the same scores; rank 0 alone prints and writes."""
-    with preserve_state(which_G(G, G_ema, config)) as net:
+    append the JSONL record, as the original's train_fns.test. Under torch.distributed every
+    rank samples its share and gets the same scores; rank 0 alone prints and writes."""
+    with preserve_state(which_G(models.G, models.G_ema, config)) as net:
         _standing_stats(net, sampler, config)
         IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
                                                      num_splits=10)
@@ -312,8 +336,9 @@ def test(G, D, G_ema, G_optim, D_optim, sampler, state_dict, config, sample,
         if main:
             print(f"{config['which_best']} improved over previous best, saving checkpoint...")
             state = dict(state_dict, **(training_state or {}))
-            checkpoints.save_weights(G, D, G_optim, D_optim, state, config['weights_root'],
-                                     experiment_name, f'best{slot}', G_ema)
+            checkpoints.save_weights(models.G, models.D, state, config['weights_root'],
+                                     experiment_name, f'best{slot}', models.G_ema,
+                                     G_optim=models.G_optim, D_optim=models.D_optim)
     record = {'itr': int(itr), 'IS_mean': float(IS_mean), 'IS_std': float(IS_std),
               'FID': float(FID)}
     last = getattr(get_inception_metrics, 'last', None) or {}

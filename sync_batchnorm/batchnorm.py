@@ -14,19 +14,16 @@ import contextlib
 from typing import Iterator, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
+
+import distributed
 
 
 _LOCAL = False  # set by local_statistics()
 
 
 def _world_size() -> int:
-    if _LOCAL:
-        return 1
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
+    return 1 if _LOCAL else distributed.world_size()
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import BigGAN
 import utils
 from conftest import ROOT
 
@@ -126,12 +127,13 @@ def test_config_is_read_only(tmp_path):
 
 
 def test_default_attention_on_32x32_is_ignored_as_in_the_original():
-    config = dict(vars(_parser().parse_args(['--dataset', 'C10'])), resolution=32, n_classes=10)
-    kwargs = utils.model_kwargs(config)
-    assert kwargs['G']['G_attn'] == '0' and kwargs['D']['D_attn'] == '0'
+    config = dict(vars(_parser().parse_args(['--dataset', 'C10', '--G_ch', '8', '--D_ch', '8'])),
+                  resolution=32, n_classes=10)
+    G, D = BigGAN.Generator(**config), BigGAN.Discriminator(**config)
+    assert not any(G.arch['attention'].values()) and not any(D.arch['attention'].values())
     assert 'Gattn64' in utils.name_from_config(config)
-    config['G_attn'] = '128'
-    assert utils.model_kwargs(config)['G']['G_attn'] == '128'  # the model rejects it clearly
+    with pytest.raises(ValueError, match=r"G_attn='128'.*\[8, 16, 32\]"):
+        BigGAN.Generator(**{**config, 'G_attn': '128'})  # any other missing entry is an error
 
 
 HELP_SCRIPTS = ['train.py', 'sample.py', 'make_hdf5.py', 'calculate_inception_moments.py',

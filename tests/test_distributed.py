@@ -33,6 +33,8 @@ SCENARIOS = {
     # update is the same without cross-replica BN. Two D accumulations: DDP skips the
     # gradient sync on the first.
     'plain': (['--num_D_steps', '1', '--num_D_accumulations', '2'], False, 2),
+    # D runs twice per backward (fakes, then reals), through one DDP wrapper.
+    'split_D': (['--num_D_steps', '1', '--split_D'], False, 1),
     # G's BN sees the global batch: the whole step, BN running statistics included, matches.
     'cross_replica': (['--cross_replica', '--num_D_steps', '2', '--num_G_accumulations', '2'],
                       True, 2),
@@ -49,14 +51,15 @@ def _step(flags, batch, x, y, G_train, rank=0, world=1):
     config = utils.parse_config(TINY + flags + ['--batch_size', str(batch)])
     utils.seed_rng(0)
     cpu = torch.device('cpu')
-    G, D, _, _, G_optim, D_optim = train.build_models(config, cpu)
+    models = train.build_models(config, cpu)
+    G, D = models.G, models.D
     distributed.broadcast_states(G, D)
-    nets = distributed.wrap_for_training(G, D, config, cpu)
+    GD = distributed.wrap_for_training(models.GD, config, cpu)
     noise = distributed.ShardedNoise(
         sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'], seed=3),
         cpu, rank, world)
-    step = train_fns.GAN_training_function(G, D, nets.GD, noise, None, {'itr': 1}, config,
-                                           G_optim, D_optim, D_ddp=nets.D_ddp, G_ddp=nets.G_ddp)
+    step = train_fns.GAN_training_function(G, D, GD, noise, None, {'itr': 1}, config,
+                                           G_optim=models.G_optim, D_optim=models.D_optim)
     G.train(G_train)
     D.train()
     metrics = step(x, y)
@@ -100,7 +103,7 @@ def _two_runs(tmp: str, rank: int) -> dict:
     _watch_writes(root, seen)
     first = train.run(utils.parse_config(args + ['--num_iters', '2']))
     second = train.run(utils.parse_config(args + ['--num_iters', '3', '--resume']))
-    G, D = built[-1][0], built[-1][1]
+    G, D = built[-1].G, built[-1].D
     return {'writes': seen, 'itrs': (first['itr'], second['itr']),
             'G': {k: v.detach().clone() for k, v in G.named_parameters()},
             'D': {k: v.detach().clone() for k, v in D.named_parameters()},

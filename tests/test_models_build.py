@@ -5,6 +5,7 @@ import torch
 
 import BigGAN
 import BigGANdeep
+import utils
 
 TINY_G = dict(G_ch=2, dim_z=24, G_shared=True, hier=True, shared_dim=8, n_classes=3)
 TINY_D = dict(D_ch=4, n_classes=3)
@@ -90,7 +91,7 @@ BAD = [
     (BigGAN.Generator, dict(resolution=48), r'resolution=48.*\[32, 64, 128, 256, 512\]'),
     (BigGAN.Discriminator, dict(resolution=512), r'resolution=512.*\[32, 64, 128, 256\]'),
     (BigGANdeep.Generator, dict(resolution=512, hier=True), r'resolution=512'),
-    (BigGAN.Generator, dict(resolution=32, G_attn='64'), r"G_attn='64'.*\[8, 16, 32\]"),
+    (BigGAN.Generator, dict(resolution=32, G_attn='64_128'), r"G_attn='64_128'.*\[8, 16, 32\]"),
     (BigGAN.Discriminator, dict(resolution=64, D_attn='128'),
      r"D_attn='128'.*\[4, 8, 16, 32, 64\]"),
     (BigGAN.Generator, dict(resolution=32, G_attn='x'), r"G_attn='x'"),
@@ -116,11 +117,30 @@ def test_bad_arguments_are_value_errors(cls, kwargs, message):
         cls(**kwargs)
 
 
-def test_unknown_keyword_is_a_type_error():
-    with pytest.raises(TypeError):
-        BigGAN.Generator(resolution=32, G_attn='0', G_lr=1e-4)
-    with pytest.raises(TypeError):
-        BigGAN.Discriminator(resolution=32, D_attn='0', D_chh=4)
+def test_unknown_keyword_is_a_type_error_naming_it():
+    with pytest.raises(TypeError, match=r"Generator\(\) got an unexpected keyword .*'G_chh'"):
+        BigGAN.Generator(resolution=32, G_attn='0', G_chh=4)
+    with pytest.raises(TypeError, match="'D_chh'"):
+        BigGANdeep.Discriminator(resolution=32, D_attn='0', D_chh=4)
+
+
+@pytest.mark.parametrize('module', [BigGAN, BigGANdeep])
+def test_a_whole_config_builds_the_models_as_its_flags_say(module):
+    """`Generator(**config)` as in the original: flags that are no argument of the model are
+    left out, --G_nl / --D_nl give the activations, the original's `no_optim` is accepted."""
+    flags = ['--dataset', 'C10', '--G_ch', '8', '--D_ch', '8', '--G_shared', '--hier',
+             '--shared_dim', '8', '--G_nl', 'inplace_relu', '--D_nl', 'ir', '--G_lr', '1e-3',
+             '--model', module.__name__, '--G_init', 'N02']
+    config = utils.parse_config(flags)
+    G = module.Generator(**config, no_optim=True)
+    D = module.Discriminator(**config)
+    assert G.activation.inplace and D.activation.inplace
+    assert (G.ch, G.resolution, G.n_classes, G.init, D.ch) == (8, 32, 10, 'N02', 8)
+    depth = {'G_depth': 1} if module is BigGANdeep else {}  # the parser's default, not 2
+    explicit = module.Generator(G_ch=8, resolution=32, n_classes=10, G_shared=True, hier=True,
+                                shared_dim=8, G_attn='0', SN_eps=1e-8, dim_z=128, **depth)
+    assert {k: v.shape for k, v in G.state_dict().items()} == \
+        {k: v.shape for k, v in explicit.state_dict().items()}
 
 
 def _g_keys(**kwargs):

@@ -33,15 +33,17 @@ LOSS_RTOL, G_GRAD_RTOL, D_GRAD_RTOL = 0.02, 0.12, 0.05
 def _nets(flags):
     config = utils.parse_config(flags)
     utils.seed_rng(0)
-    return (config,) + train.build_models(config, CPU)
+    return config, train.build_models(config, CPU)
 
 
 def _full_step(amp: str):
-    config, G, D, G_ema, ema, G_optim, D_optim = _nets(SMALL)
-    nets = distributed.wrap_for_training(G, D, config, CPU)
+    config, models = _nets(SMALL)
+    G, D = models.G, models.D
+    GD = distributed.wrap_for_training(models.GD, config, CPU)
     noise = distributed.ShardedNoise(sampling.NoiseSampler(G.dim_z, 10, 8, seed=3), CPU)
-    step = train_fns.GAN_training_function(G, D, nets.GD, noise, ema, {'itr': 1}, config,
-                                           G_optim, D_optim, train_fns.Precision(amp, CPU))
+    step = train_fns.GAN_training_function(G, D, GD, noise, models.ema, {'itr': 1}, config,
+                                           G_optim=models.G_optim, D_optim=models.D_optim,
+                                           precision=train_fns.Precision(amp, CPU))
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(8, 3, 32, 32, generator=generator) * 2 - 1
     y = torch.randint(0, 10, (8,), generator=generator)
@@ -66,7 +68,8 @@ def test_bf16_step_stays_close_to_float32():
 
 
 def test_bf16_keeps_spectral_norm_and_bn_statistics_in_float32():
-    _, G, D, *_ = _nets(SMALL)
+    _, models = _nets(SMALL)
+    G, D = models.G, models.D
     G32, D32 = copy.deepcopy(G), copy.deepcopy(D)
     z, y = torch.randn(8, G.dim_z), torch.randint(0, 10, (8,))
     with torch.no_grad():
@@ -86,33 +89,25 @@ def test_bf16_keeps_spectral_norm_and_bn_statistics_in_float32():
                 torch.testing.assert_close(buf, buf32, rtol=0.02, atol=0.02, msg=name)
 
 
-@pytest.mark.parametrize('split_D', [False, True])
-def test_training_units_equal_the_original_g_d(split_D):
-    config, G, D, *_ = _nets(TINY)
-    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
-    fused = BigGAN.G_D(G, D)
-    units = distributed.wrap_for_training(G2, D2, config, CPU).GD
-    z, y = torch.randn(3, G.dim_z), torch.randint(0, 10, (3,))
-    x, dy = torch.rand(3, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (3,))
-    for a, b in zip(fused(z, y, x, dy, split_D=split_D), units(z, y, x, dy, split_D=split_D)):
-        assert torch.equal(a, b)
-    assert torch.equal(fused(z, y, train_G=True, split_D=split_D),
-                       units(z, y, train_G=True, split_D=split_D))
-    for one, two in ((G, G2), (D, D2)):
-        for (name, buf), buf2 in zip(one.named_buffers(), two.buffers()):
-            assert torch.equal(buf, buf2), name  # the same SN and BN updates
+def test_one_process_trains_through_the_models_own_g_d():
+    """Without compile and DDP the training step calls the model's G_D itself, unwrapped."""
+    config, models = _nets(TINY)
+    assert type(models.GD) is BigGAN.G_D
+    assert models.GD.G is models.G and models.GD.D is models.D
+    assert distributed.wrap_for_training(models.GD, config, CPU) is models.GD
 
 
 def test_compiled_g_and_d_match_eager_and_save_the_plain_keys(tmp_path):
-    config, G, D, _, _, G_optim, D_optim = _nets(TINY + ['--compile'])
+    config, models = _nets(TINY + ['--compile'])
+    G, D = models.G, models.D
     eager_G, eager_D = copy.deepcopy(G), copy.deepcopy(D)
-    units = distributed.wrap_for_training(G, D, config, CPU).GD
-    assert units.G_unit is not distributed.ConditionedG  # compiled, not the plain unit
+    GD = distributed.wrap_for_training(models.GD, config, CPU)
+    assert GD is models.GD and GD.G is not G and GD.G._orig_mod is G  # compiled in place
     z, y = torch.randn(4, G.dim_z), torch.randint(0, 10, (4,))
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     with torch.no_grad():  # train mode: SN and BN update their buffers inside the graph
-        images = units.G_unit(z, y)
-        scores = units.D_unit(x, y)
+        images = GD.G(z, GD.G.shared(y))
+        scores = GD.D(x, y)
         eager_images = eager_G(z, eager_G.shared(y))
         eager_scores = eager_D(x, y)
     torch.testing.assert_close(images, eager_images, rtol=1e-5, atol=1e-5)
@@ -120,8 +115,8 @@ def test_compiled_g_and_d_match_eager_and_save_the_plain_keys(tmp_path):
     for net, eager in ((G, eager_G), (D, eager_D)):
         for (name, buf), eager_buf in zip(net.named_buffers(), eager.buffers()):
             torch.testing.assert_close(buf, eager_buf, rtol=1e-5, atol=1e-5, msg=name)
-    checkpoints.save_weights(G, D, G_optim, D_optim, {'itr': 1, 'config': {}}, str(tmp_path),
-                             'exp')
+    checkpoints.save_weights(G, D, {'itr': 1, 'config': {}}, str(tmp_path), 'exp',
+                             G_optim=models.G_optim, D_optim=models.D_optim)
     for stem, eager in (('G', eager_G), ('D', eager_D)):
         saved = torch.load(os.path.join(str(tmp_path), 'exp', f'{stem}.pth'))
         assert list(saved) == list(eager.state_dict())  # no _orig_mod. or module. prefixes

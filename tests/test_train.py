@@ -121,8 +121,8 @@ def test_g_eval_mode_tests_both_generators_in_eval_mode(tmp_path, hdf5_file, mon
     mode afterwards."""
     modes = []
     monkeypatch.setattr(train, 'prepare_metrics', lambda *args: None)
-    monkeypatch.setattr(train_fns, 'test', lambda G, D, G_ema, *rest: modes.append(
-        (G.training, G_ema.training, D.training)))
+    monkeypatch.setattr(train_fns, 'test', lambda models, *rest: modes.append(
+        (models.G.training, models.G_ema.training, models.D.training)))
     real_step = train_fns.GAN_training_function
 
     def step(G, D, *args, **kwargs):
@@ -200,7 +200,8 @@ w = {{'w': torch.full((4,), 2.0)}}
 class M:
     def __init__(self, v): self.v = v
     def state_dict(self): return self.v
-checkpoints.save_weights(M(w), M(w), M({{}}), M({{}}), state, sys.argv[1], 'exp')
+checkpoints.save_weights(M(w), M(w), state, sys.argv[1], 'exp', G_optim=M({{}}),
+                         D_optim=M({{}}))
 '''
 
 
@@ -217,7 +218,7 @@ def test_kill_during_save_leaves_a_complete_checkpoint(tmp_path, phase, expected
         def state_dict(self):
             return self.v
     w = {'w': torch.full((4,), 1.0)}
-    checkpoints.save_weights(M(w), M(w), M({}), M({}), state, root, 'exp')
+    checkpoints.save_weights(M(w), M(w), state, root, 'exp', G_optim=M({}), D_optim=M({}))
     script = tmp_path / 'kill.py'
     script.write_text(KILL_SCRIPT.format(root=ROOT))
     child = subprocess.Popen([sys.executable, str(script), root, phase], stdout=subprocess.PIPE,
@@ -324,7 +325,8 @@ def test_unwritable_weights_root(tmp_path, hdf5_file):
 def test_cli_unknown_flag_and_wrong_type():
     for args, message in ((['--batch_sizee', '4'], 'unrecognized arguments: --batch_sizee'),
                           (['--batch_size', 'four'], "invalid int value: 'four'"),
-                          (['--dataset', 'nope'], "error: unknown --dataset 'nope'; valid: C10")):
+                          (['--dataset', 'nope'],
+                           "error: --dataset='nope' is not valid; choose one of ['C10'")):
         result = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py')] + args,
                                 capture_output=True, text=True, cwd=ROOT)
         assert result.returncode == 2

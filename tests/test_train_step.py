@@ -60,7 +60,8 @@ def test_golden_train_step(name):
     config = _step_config(golden['flags'], batch_size=len(golden['z']))
     train = train_fns.GAN_training_function(G, D, module.G_D(G, D),
                                             FixedSampler(golden['z'], golden['y']), ema,
-                                            state_dict, config, G_optim, D_optim)
+                                            state_dict, config, G_optim=G_optim,
+                                            D_optim=D_optim)
     G.train()
     D.train()
     metrics = train(golden['x'], golden['y'])
@@ -133,7 +134,8 @@ def test_accumulation_equals_bigger_batch(k):
         config = _step_config('--dataset C10', batch, num_D_accumulations=accumulations,
                               num_G_accumulations=accumulations, ema=False)
         train = train_fns.GAN_training_function(G, D, BigGAN.G_D(G, D), Chunks(), None,
-                                                {'itr': 1}, config, opt_G, opt_D)
+                                                {'itr': 1}, config, G_optim=opt_G,
+                                                D_optim=opt_D)
         train(x, yx)
         results.append((G.state_dict(), D.state_dict()))
     for one, other in zip(*results):

@@ -90,7 +90,7 @@ def real_features(config, n: int, seed: int):
 @torch.no_grad()
 def sample_features(config, n: int, seed: int):
     """n samples of the run's final G_ema (G without --ema), in eval mode, as features."""
-    G = utils.model_module(config).Generator(**utils.model_kwargs(config)['G'])
+    G = utils.model_module(config).Generator(**config)
     stem = 'G_ema' if config['ema'] else 'G'
     folder = os.path.join(config['weights_root'], utils.experiment_name(config))
     checkpoints.load_into(G, os.path.join(folder, checkpoints.file_name(stem)))
