@@ -1,10 +1,10 @@
 """Checkpoints in the original's layout, written atomically and read safely.
 
-A save writes `<weights_root>/<exp>/{G, G_optim, D, D_optim, state_dict, G_ema}[_<suffix>].pth`
-(spec 5.1) as one unit: every file goes to a temporary name and is fsynced, a journal naming the
-set is written, then the files are renamed into place and the journal removed. A crash before the
-journal leaves the previous set untouched (the temporaries are discarded on the next load); a
-crash after it is rolled forward on the next load. Either way the set on disk is complete.
+A save writes `<weights_root>/<exp>/{G, G_optim, D, D_optim, state_dict, G_ema}[_<suffix>].pth` (the
+original's six files) as one unit: every file goes to a temporary name and is fsynced, a journal
+naming the set is written, then the files are renamed into place and the journal removed. A crash
+before the journal leaves the previous set untouched (the temporaries are discarded on the next
+load); a crash after it is rolled forward on the next load. Either way the set on disk is complete.
 
 Loading never runs code from a checkpoint: files are read with `weights_only=True`, or, for the
 original's `state_dict.pth` (it pickles `nn.ReLU` objects and numpy scalars), with an unpickler

@@ -234,7 +234,8 @@ class TFInceptionV3(nn.Module):
 
 
 class TorchvisionInceptionV3(nn.Module):
-    """The original code's monitoring network: torchvision's ImageNet Inception v3 (spec 8.1).
+    """The original code's monitoring network: torchvision's ImageNet Inception v3 (the
+    original's inception_utils.load_inception_net / WrapInception).
 
     Images in [-1, 1] are mapped to [0, 1], normalized with ImageNet mean/std, then resized to
     299 x 299 (bilinear, align_corners=True) when they are another size.

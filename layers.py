@@ -463,7 +463,8 @@ def initiate_standing_stats(net: nn.Module) -> None:
 def accumulate_standing_stats(net: nn.Module, z: torch.Tensor, y: torch.Tensor, n_classes: int,
                               num_accumulations: int = 16,
                               sample_z: Optional[Callable[[torch.Tensor], None]] = None) -> None:
-    """Standing statistics (spec 9.4): average BN statistics over `num_accumulations` train-mode
+    """Standing statistics (the original's utils.accumulate_standing_stats): average BN
+    statistics over `num_accumulations` train-mode
     forwards of fresh noise and classes, then leave `net` in eval mode.
 
     `z` and `y` are buffers resampled in place; `sample_z(z)` draws the noise (default N(0, 1); a

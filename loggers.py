@@ -18,7 +18,7 @@ from checkpoints import atomic_write_text
 
 class MetricsLogger:
     """`<logs_root>/<exp>_log.jsonl`: one JSON object per test, keys in the order given, plus
-    `_stamp` (spec 6.1)."""
+    `_stamp` (the UNIX time of the record), as the original's MetricsLogger."""
 
     def __init__(self, fname: str, reinitialize: bool = False, start_itr: Optional[int] = None):
         self.fname = fname
@@ -52,7 +52,8 @@ def _read_jsonl(fname: str, start_itr: Optional[int]) -> list:
 
 
 class MyLogger:
-    """`<logs_root>/<exp>/<metric>.log`, lines `"%d: %s" % (itr, logstyle % value)` (spec 6.2)."""
+    """`<logs_root>/<exp>/<metric>.log`, lines `"%d: %s" % (itr, logstyle % value)`, as the
+    original's MyLogger."""
 
     def __init__(self, fname: str, reinitialize: bool = False, logstyle: str = '%3.3e',
                  start_itr: Optional[int] = None):

@@ -1,11 +1,11 @@
 """Sample from a trained BigGAN: `python sample.py <training flags> --sample_sheets ...`.
 
 Loads G, or with `--use_ema` G_ema, from a weights folder written by train.py or by the original
-(`<weights_root>/<exp>/G[_ema][_<load_weights>].pth`, strict key check), or a bare G state_dict
-with `--G_weights` (e.g. a TF-Hub conversion). Then, as asked (spec 9.1), it writes into
-`<samples_root>/<exp>/`: `samples.npz`, class sheets `<folder>/samples<i>.jpg`, interpolation
-sheets `<folder>/interp{ZY,Z,Y}0.jpg`, `random_samples.jpg`, and IS/FID once or over a
-truncation sweep (`trunc_curves.jsonl`, `trunc_curves.png`). Runs on the CPU without a GPU.
+(`<weights_root>/<exp>/G[_ema][_<load_weights>].pth`, strict key check), or a bare G state_dict with
+`--G_weights` (e.g. a TF-Hub conversion). Then, as asked and in the original's order, it writes into
+`<samples_root>/<exp>/`: `samples.npz`, class sheets `<folder>/samples<i>.jpg`, interpolation sheets
+`<folder>/interp{ZY,Z,Y}0.jpg`, `random_samples.jpg`, and IS/FID once or over a truncation sweep
+(`trunc_curves.jsonl`, `trunc_curves.png`). Runs on the CPU without a GPU.
 
 Every output draws its noise from its own stream of `--seed` and starts from the same G state
 (a G sampled in training mode updates its BN statistics and SN vectors), so an output is the
@@ -55,7 +55,7 @@ def load_generator(config: dict, device: torch.device) -> Tuple[nn.Module, dict]
     state = {'itr': 0}
     if config['use_ema']:
         # The original loaded G_ema only with --ema as well, and otherwise sampled a G that was
-        # never trained (spec 12.1, item 13).
+        # never trained.
         ema_path = os.path.join(config['weights_root'], name,
                                 checkpoints.file_name('G_ema', suffix))
         if os.path.isdir(os.path.dirname(ema_path)) and not os.path.isfile(ema_path):
@@ -85,7 +85,7 @@ def noise(G: nn.Module, config: dict, device: torch.device, stream: int,
 
 
 def standing_stats(G: nn.Module, sampler: sampling.NoiseSampler, config: dict) -> None:
-    """Standing statistics (spec 9.4), leaving G in eval mode. z is drawn as the samples are
+    """Standing statistics, leaving G in eval mode. z is drawn as the samples are
     (z_var, truncation; the original always used N(0, 1)); the labels come from the global RNG
     in `layers`, seeded here from the sampler so the statistics are reproducible."""
     print(f"Accumulating standing stats across {config['num_standing_accumulations']} "
@@ -128,7 +128,8 @@ def inception_metrics(config: dict, device: torch.device) -> Callable:
 
 def measure(G: nn.Module, sampler: sampling.NoiseSampler, config: dict, get_metrics: Callable,
             itr: int) -> dict:
-    """IS/FID of G under `sampler`; prints the original's line (spec 9.1, step 8)."""
+    """IS/FID of G under `sampler`; prints the original sample.py's line (without its
+    "PYTORCH UNOFFICIAL": the default network is TF-exact)."""
     IS_mean, IS_std, FID = get_metrics(functools.partial(sampling.sample, G, sampler),
                                        config['num_inception_images'], num_splits=10)
     last = getattr(get_metrics, 'last', None) or {}
@@ -206,7 +207,8 @@ def plot_trunc_curves(records: List[dict], key: str, path: str) -> None:
 
 def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device,
                   get_metrics: Optional[Callable] = None) -> dict:
-    """Every output asked for, in the original's order (spec 9.1, steps 6-9); `get_metrics`
+    """Every output asked for, in the original's order (npz, sheets, interpolations, random
+    sheet, IS/FID, truncation curves); `get_metrics`
     (from `inception_metrics`) is needed for the metrics outputs. Returns {'npz': path,
     'sheets': [paths], 'interps': [paths], 'random': path, 'metrics': record, 'trunc_curves':
     [records]} for what was written."""

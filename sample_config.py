@@ -1,10 +1,10 @@
 """sample.py's configuration: which flags were given, what a saved config fills in, and the image
 size and class count without a data set on disk.
 
-sample.py takes the training flags, the original's eight sample flags (spec 1.2) and ours
+sample.py takes the training flags, the original's eight sample flags and ours
 (`utils.SAMPLE_NEW_FLAGS`). With `--config_from_name` it reads the experiment's `state_dict.pth`
 and fills every flag the command line did not give; the original copied the saved config over
-nearly all of them, `--load_weights` and `--num_inception_images` included (spec 12.1, item 14).
+nearly all of them, `--load_weights` and `--num_inception_images` included.
 Resolution and class count come from the dataset table, the flags or the saved config; the data
 are read only for `--dataset ImageFolder / HDF5` when none of those says.
 """
@@ -18,7 +18,7 @@ import datasets
 import flags
 import utils
 
-# Never taken from a saved config: the original's six (spec 9.1), and what belongs to this
+# Never taken from a saved config: the original sample.py's six, and what belongs to this
 # machine or to this sampling run rather than to the trained model.
 SAMPLE_TIME_KEYS = frozenset({
     'z_var', 'base_root', 'batch_size', 'G_batch_size', 'use_ema', 'G_eval_mode',

@@ -2,8 +2,8 @@
 
 `NoiseSampler` replaces the original's `Distribution` tensor subclass (which broke
 `save_image` on current PyTorch): plain tensors from its own seeded generator, so runs are
-reproducible and resume exactly. Sheets follow spec 6.4 / 9.3, the npz export spec 8.5; every
-file is written atomically.
+reproducible and resume exactly. Sheets and the npz export keep the original's file names and
+layouts (its utils.sample_sheet / interp_sheet, sample.py); every file is written atomically.
 """
 import os
 from typing import Callable, Iterable, Optional, Sequence, Tuple
@@ -98,7 +98,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_npz(G: nn.Module, sampler: NoiseSampler, num: int, path: str,
                progress: Optional[Callable[[Iterable], Iterable]] = None):
-    """`num` samples in the original's samples.npz layout (spec 8.5): `x` uint8 N x 3 x H x W,
+    """`num` samples in the original's samples.npz layout: `x` uint8 N x 3 x H x W,
     `y` int64 N, drawn in whole G batches and cut to `num`; written atomically. Returns
     (x, y). `progress` wraps the batch loop (e.g. loggers.progress)."""
     batches = range(-(-num // sampler.batch_size))

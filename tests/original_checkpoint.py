@@ -1,10 +1,12 @@
 """Fixture builder: a weights folder in the original's six-file layout, shaped like the authors'
-released ImageNet-128 checkpoints (spec 4.4, 4.6, 5.1, 5.2, 5.7), for the loading tests.
+released ImageNet-128 checkpoints (keys, shapes, optimizer and state files as the authors
+saved them), for the loading tests.
 
     folder = make_original_i128_folder(tmp_path, 'BigGAN_I128_released', ch=16)
 
 writes `<root>/<experiment_name>/{G, G_ema, D, G_optim, D_optim, state_dict}.pth`:
-- G/G_ema/D: the keys, order and shapes of spec 4.6 (tests/data/state_dict_listings.json) at
+- G/G_ema/D: the keys, order and shapes of the original's I128 model (tests/data/
+  state_dict_listings.json, listed from the original) at
   width `ch`. At ch 96 they are the released shapes (G 70.4M, D 88.0M parameters, ~1 GB for the
   three files, ~2.2 GB with the optimizers). A smaller `ch` (a multiple of 8) keeps the same
   keys: every dimension that is a multiple of 12 is a channel count (ch, ch/8 or ch/2 times a
@@ -37,7 +39,7 @@ LISTINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data',
 RELEASED_CH = 96
 RELEASED_EXPERIMENT = 'Jade_BigGAN_B1_bs256x8_fp32'
 
-# The original parser's 90 flags and their defaults (spec 1.1).
+# The original parser's 90 flags and their defaults (its utils.prepare_parser).
 PARSER_DEFAULTS = dict(
     dataset='I128_hdf5', augment=False, num_workers=8, pin_memory=True, shuffle=False,
     load_in_mem=False, use_multiepoch_sampler=False, model='BigGAN', G_param='SN', D_param='SN',
@@ -58,7 +60,7 @@ PARSER_DEFAULTS = dict(
     num_G_SV_itrs=1, num_D_SV_itrs=1, G_ortho=0.0, D_ortho=0.0, toggle_grads=True,
     which_train_fn='GAN', load_weights='', resume=False)
 
-# scripts/launch_BigGAN_bs256x8.sh (spec 11).
+# scripts/launch_BigGAN_bs256x8.sh, as the original ships it.
 LAUNCH_FLAGS = dict(
     dataset='I128_hdf5', parallel=True, shuffle=True, num_workers=8, batch_size=256,
     load_in_mem=True, num_G_accumulations=8, num_D_accumulations=8, num_D_steps=1, G_lr=1e-4,
@@ -70,7 +72,7 @@ LAUNCH_FLAGS = dict(
 
 
 def i128_shapes(ch: int = RELEASED_CH) -> Tuple[Dict[str, tuple], Dict[str, tuple]]:
-    """(G, D) key -> (shape, is_parameter), in the state_dict order of spec 4.6, at width ch."""
+    """(G, D) key -> (shape, is_parameter), in the original's state_dict order, at width ch."""
     if ch < 8 or ch % 8:
         raise ValueError(f'ch={ch}: the width must be a positive multiple of 8 (attention '
                          f'needs ch/8 channels)')

@@ -11,7 +11,7 @@ import BigGAN
 import utils
 from conftest import ROOT
 
-# The original's 90 shared flags (spec 1.1) and 8 sample flags (spec 1.2), with their dests.
+# The original's 90 shared flags (utils.prepare_parser) and 8 sample flags (add_sample_parser).
 ORIGINAL_FLAGS = '''dataset augment num_workers no_pin_memory shuffle load_in_mem
 use_multiepoch_sampler model G_param D_param G_ch D_ch G_depth D_depth D_thin G_shared
 shared_dim dim_z z_var hier

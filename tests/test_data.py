@@ -25,7 +25,7 @@ def load_all(dataset, data_root, **kwargs):
 
 
 def test_table_has_every_original_name_with_its_values():
-    # Spec 7.1: class, size, root, classes, classes per sheet of each original dataset.
+    # The original's utils.py dicts: class, size, root, classes, classes per sheet.
     expected = {'C10': ('cifar10', 'cifar', 32, 10, 10),
                 'C100': ('cifar100', 'cifar', 32, 100, 100),
                 'FMNIST': ('fmnist', 'fashion-mnist', 32, 10, 10)}

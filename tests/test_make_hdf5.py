@@ -24,7 +24,7 @@ def folder_tensors(dataset, data_root, resolution=None):
 
 
 def original_reader(path):
-    """What the original's ILSVRC_HDF5 computes from a file (spec 7.3), written out directly."""
+    """What the original's datasets.ILSVRC_HDF5 computes from a file, written out directly."""
     with h5py.File(path, 'r') as f:
         imgs, labels = f['imgs'][:], f['labels'][:]
     return ((torch.from_numpy(imgs).float() / 255) - 0.5) * 2, torch.from_numpy(labels)

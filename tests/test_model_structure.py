@@ -1,5 +1,5 @@
-"""Full-size models: parameter counts, state_dict keys/shapes/order and the numeric fixture of the
-spec (section 4), all against numbers measured on the original."""
+"""Full-size models: parameter counts, state_dict keys/shapes/order and a numeric fixture (a
+deterministic fill of every tensor), all against numbers measured on the original."""
 import json
 import math
 import os
@@ -24,7 +24,7 @@ CONFIGS = {
                         '--G_nl inplace_relu --D_nl inplace_relu'),
 }
 
-# Spec 4.3: (G eval sum, mean |.|, first 4), (G train ...), D outputs.
+# Measured on the original: (G eval sum, mean |.|, first 4), (G train ...), D outputs.
 FIXTURE = {
     'biggan_c10': ((72.273758, 0.011867, [-0.000244, 0.002224, 0.002248, 0.002248]),
                    (64.334028, 0.063907, [0.019793, 0.031636, 0.049104, 0.058816]),
@@ -56,7 +56,7 @@ def test_parameter_counts_and_keys(full_models):
 
 
 def _fill(state):
-    """Deterministic fill of spec 4.3, entry k of the state_dict in order."""
+    """The fixture's deterministic fill of entry k of the state_dict, in order."""
     filled = {}
     for k, (key, value) in enumerate(state.items()):
         i = torch.arange(value.numel(), dtype=torch.float64)
@@ -103,7 +103,7 @@ def test_numeric_fixture(full_models):
         G.eval()
         _check(G(z, G.shared(y)), g_eval, rel=1e-4)
         # Train-mode BN on a batch of 2 is ill-conditioned for this fill: float32 rounding alone
-        # moves single outputs by up to 1e-4 (I128, index 2: float64 gives 0.005961, the spec's
+        # moves single outputs by up to 1e-4 (I128, index 2: float64 gives 0.005961, the original's
         # float32 run 0.006058, ours 0.005951), so only the eval pass is held to float32
         # rounding here; tests/test_golden_models.py checks train mode tightly.
         G.train()

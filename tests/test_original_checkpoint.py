@@ -1,5 +1,5 @@
 """The fixture builder of the released ImageNet-128 checkpoints (tests/original_checkpoint.py):
-the keys and shapes are spec 4.6's, the files load the way the released ones do (and fail the
+the keys and shapes are the original's, the files load the way the released ones do (and fail the
 way they do), and the weights load with strict=True into BigGAN.Generator / Discriminator."""
 import json
 import os

@@ -249,7 +249,8 @@ def test_documented_tfhub_flags_build_the_converters_generator(tmp_path, resolut
     ('sample_cifar_ema.sh', 'BigGAN_C10_seed0_Gch64_Dch64_bs50_nDs4_Glr2.0e-04_Dlr2.0e-04_'
      'Gnlrelu_Dnlrelu_GinitN02_DinitN02_ema')])
 def test_the_original_sample_scripts_find_their_runs(script, name):
-    """The scripts' flags parse and rebuild the training run's name (spec 5.6)."""
+    """The scripts' flags parse and rebuild the training run's name (the original's
+    name_from_config)."""
     with open(os.path.join(ROOT, 'scripts', script)) as f:
         text = f.read().split('python sample.py', 1)[1].replace('\\\n', ' ')
     argv = shlex.split(text.replace('"$@"', ''))

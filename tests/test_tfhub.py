@@ -1,4 +1,4 @@
-"""The TF-Hub converter: every variable of a synthetic module (built from the spec's naming rules
+"""The TF-Hub converter: every variable of a synthetic module (built from the modules' naming rules
 in tfhub_synthetic.py) lands where it should, the converted BigGAN.Generator loads strictly and
 computes what the TF-layout generator of TFHub/biggan_v1.py computes, bad input is named, and
 TF-Hub's truncated noise."""
@@ -17,7 +17,7 @@ import layers
 from tfhub_synthetic import EMA, SyntheticModule, Without
 from TFHub import biggan_v1, converter, variables
 
-KEY_COUNTS = {128: (125, 41), 256: (146, 48), 512: (167, 55)}  # spec 10: converted keys, sv0s
+KEY_COUNTS = {128: (125, 41), 256: (146, 48), 512: (167, 55)}  # converted keys, sv0s
 
 
 def tf(module, name, ema=True):

@@ -1,5 +1,6 @@
 """The training step reproduces the original's (golden train_step), accumulates gradients like a
-bigger batch, applies the orthogonal regularization and the EMA as the spec says."""
+bigger batch, applies the orthogonal regularization and the EMA as the original's
+utils.ortho and utils.ema do."""
 import glob
 import os
 

@@ -1,5 +1,5 @@
-"""Synthetic TF-Hub BigGAN modules for the converter tests, built from the spec's naming rules
-(spec section 10), not from the converter's own tables, so the two can disagree.
+"""Synthetic TF-Hub BigGAN modules for the converter tests, built from the published modules'
+naming rules, not from the converter's own tables, so the two can disagree.
 
 `module_variable_shapes(resolution)` lists every variable of `deepmind/biggan-<res>/2` with its TF
 shape (conv kernels HWIO, dense weights (in, out), SN vectors (1, out)), under the names a
@@ -19,7 +19,8 @@ CH = 96
 EMBED = 128
 N_CLASSES = 1000
 
-# Spec 3.1 G tables (channel multipliers) and spec 10 (dim_z, attention before GBlock k).
+# The BigGAN G tables (channel multipliers) and the modules' dim_z and attention position
+# (attention before GBlock k).
 MODULES = {
     128: dict(dim_z=120, ins=[16, 16, 8, 4, 2], outs=[16, 8, 4, 2, 1], attention_before=4),
     256: dict(dim_z=140, ins=[16, 16, 8, 8, 4, 2], outs=[16, 8, 8, 4, 2, 1], attention_before=5),
@@ -47,11 +48,11 @@ def _stats(scope: str, channels: int) -> Dict[str, tuple]:
 
 def base_variable_shapes(resolution: int) -> Dict[str, tuple]:
     """Every trainable/statistics variable (no EMA variants), short names (no module/, :0)."""
-    spec = MODULES[resolution]
-    chunk = spec['dim_z'] // (len(spec['ins']) + 1)
+    module = MODULES[resolution]
+    chunk = module['dim_z'] // (len(module['ins']) + 1)
     shapes = {'linear/w': (N_CLASSES, EMBED)}
-    shapes.update(_sn_layer('Generator/G_Z/G_linear', (chunk, spec['ins'][0] * CH * 16), True))
-    for i, (m_in, m_out) in enumerate(zip(spec['ins'], spec['outs'])):
+    shapes.update(_sn_layer('Generator/G_Z/G_linear', (chunk, module['ins'][0] * CH * 16), True))
+    for i, (m_in, m_out) in enumerate(zip(module['ins'], module['outs'])):
         c_in, c_out = m_in * CH, m_out * CH
         block = 'Generator/GBlock' + (f'_{i}' if i else '')
         shapes.update(_sn_layer(f'{block}/conv0', (3, 3, c_in, c_out), True))
@@ -62,7 +63,7 @@ def base_variable_shapes(resolution: int) -> Dict[str, tuple]:
                 shapes.update(_sn_layer(f'{block}/{bn}/{part}', (chunk + EMBED, c), False))
         shapes.update(_stats(f'{block}/CrossReplicaBN', c_in))
         shapes.update(_stats(f'{block}/CrossReplicaBN_1', c_out))
-    c = spec['outs'][spec['attention_before'] - 1] * CH
+    c = module['outs'][module['attention_before'] - 1] * CH
     for part, (c_from, c_to) in (('theta', (c, c // 8)), ('phi', (c, c // 8)),
                                  ('g', (c, c // 2)), ('o_conv', (c // 2, c))):
         shapes.update(_sn_layer(f'Generator/attention/{part}', (1, 1, c_from, c_to), False))
