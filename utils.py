@@ -18,32 +18,31 @@ from typing import Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
-from flags import (FLAG, MODELS, NEW_FLAGS, OFF, ORIGINAL_FLAGS, SAMPLE_FLAGS,  # noqa: F401
-                   SAMPLE_NEW_FLAGS, USES, Flag, check_row, choices_of, rows)
+import flags
 
 
 # ------------------------------------------------------------------------------------------------
 # The parser
 # ------------------------------------------------------------------------------------------------
 
-def _add(parser: argparse.ArgumentParser, table: Sequence[Flag]) -> None:
+def _add(parser: argparse.ArgumentParser, table: Sequence[flags.Flag]) -> None:
     groups = {}
     for group in parser._action_groups:  # reuse sections when several tables are added
         groups[group.title] = group
     for row in table:
-        title = USES[row.use]
+        title = flags.USES[row.use]
         group = groups.get(title) or parser.add_argument_group(title)
         groups[title] = group
         # argparse %-formats help texts; a literal % (the --logstyle default) must be doubled.
         text = row.help
-        choices = choices_of(row)
+        choices = flags.choices_of(row)
         if choices:
             text += f" (choices: {', '.join(str(c) for c in choices)})"
         text = text.replace('%', '%%')
-        if row.kind == FLAG:
+        if row.kind == flags.FLAG:
             group.add_argument(f'--{row.name}', action='store_true', default=row.default,
                                dest=row.key, help=text)
-        elif row.kind == OFF:
+        elif row.kind == flags.OFF:
             group.add_argument(f'--{row.name}', action='store_false', default=row.default,
                                dest=row.key, help=text)
         else:
@@ -56,13 +55,14 @@ def prepare_parser() -> argparse.ArgumentParser:
     """The training parser: the original's 90 flags plus ours."""
     parser = argparse.ArgumentParser(
         description='BigGAN training. Flags keep the names and defaults of BigGAN-PyTorch.')
-    _add(parser, ORIGINAL_FLAGS + NEW_FLAGS)
+    # The tables are read at each call, so a row added to flags.py (or at run time) counts.
+    _add(parser, flags.ORIGINAL_FLAGS + flags.NEW_FLAGS)
     return parser
 
 
 def add_sample_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add sample.py's flags to a parser."""
-    _add(parser, SAMPLE_FLAGS + SAMPLE_NEW_FLAGS)
+    _add(parser, flags.SAMPLE_FLAGS + flags.SAMPLE_NEW_FLAGS)
     return parser
 
 
@@ -101,9 +101,9 @@ def validate(config: dict) -> None:
     """Check every value that would otherwise fail late or silently: each row's choices and
     limits, then the rules between flags. Raises ValueError naming the flag and what would be
     valid."""
-    for key, row in rows().items():
+    for key, row in flags.rows().items():
         if key in config:
-            check_row(row, config[key])
+            flags.check_row(row, config[key])
     if config['num_epochs'] < 1 and config['num_iters'] == 0:
         raise ValueError(f"--num_epochs must be >= 1 (or give --num_iters), got "
                          f"{config['num_epochs']}")
@@ -165,7 +165,7 @@ def amp_mode(config: dict) -> str:
 
 def model_module(config: dict):
     """The model family's module, by --model (one of flags.MODELS)."""
-    check_row(rows()['model'], config['model'])
+    flags.check_row(flags.rows()['model'], config['model'])
     return importlib.import_module(config['model'])
 
 
@@ -185,7 +185,7 @@ NAME_ORDER = ('which_train_fn', 'dataset', 'model', 'seed', 'G_ch', 'D_ch', 'G_d
 def name_from_config(config: dict) -> str:
     """The experiment name: the original's, token for token, for the original's flags; a new
     flag with a `tag` adds its token when `when` says so."""
-    table = {key: row for key, row in rows().items() if row.tag and key in config}
+    table = {key: row for key, row in flags.rows().items() if row.tag and key in config}
     order = [k for k in NAME_ORDER if k in table]
     order += [k for k in table if k not in NAME_ORDER and k != 'name_suffix']
     order += ['name_suffix'] if 'name_suffix' in table else []
