@@ -217,7 +217,7 @@ def _accelerator_available() -> bool:
     return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
-def get_data_loaders(dataset: str, data_root: str = 'data', augment: bool = False,
+def get_data_loaders(dataset: str, data_root: str = 'data', *, augment: bool = False,
                      batch_size: int = 64, num_workers: int = 8, shuffle: bool = True,
                      load_in_mem: bool = False, hdf5: bool = False, pin_memory: bool = True,
                      drop_last: bool = True, start_itr: int = 0, num_epochs: int = 500,

@@ -162,7 +162,7 @@ class InceptionMetrics:
     FID, KID_mean, KID_std (None unless use_kid) and num_images.
     """
 
-    def __init__(self, moments_path: str, no_fid: bool = False, inception: str = 'tf',
+    def __init__(self, moments_path: str, no_fid: bool = False, inception: str = 'tf', *,
                  inception_weights: Optional[str] = None, device: Optional[Device] = None,
                  parallel: bool = False, use_kid: bool = False, net: Optional[nn.Module] = None,
                  hint: str = '') -> None:
@@ -240,8 +240,8 @@ def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool
     kind = check_kind(inception)
     path = moments_path or default_moments_path(dataset)
     hint = moments_command(dataset, kind, path)
-    metrics = InceptionMetrics(path, no_fid, kind, inception_weights, device, parallel,
-                               use_kid, hint=hint)
+    metrics = InceptionMetrics(path, no_fid, kind, inception_weights=inception_weights,
+                               device=device, parallel=parallel, use_kid=use_kid, hint=hint)
     if not no_fid or use_kid:
         metrics.reference()
     return metrics
@@ -285,7 +285,7 @@ def _folder_batches(path: str, batch_size: int) -> Tuple[int, Iterator[torch.Ten
     return len(files), batches()
 
 
-def score_samples(samples: str, moments_path: Optional[str] = None, inception: str = 'tf',
+def score_samples(samples: str, moments_path: Optional[str] = None, inception: str = 'tf', *,
                   inception_weights: Optional[str] = None, batch_size: int = 64,
                   num_splits: int = 10, kid_subsets: int = 100, kid_subset_size: int = 1000,
                   device: Optional[Device] = None, net: Optional[nn.Module] = None) -> dict:
@@ -353,8 +353,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Score --samples and print one JSON line."""
     args = prepare_parser().parse_args(argv)
     result = score_samples(args.samples, args.moments_path, args.inception,
-                           args.inception_weights, args.batch_size, args.num_splits,
-                           args.kid_subsets, args.kid_subset_size, args.device)
+                           inception_weights=args.inception_weights, batch_size=args.batch_size,
+                           num_splits=args.num_splits, kid_subsets=args.kid_subsets,
+                           kid_subset_size=args.kid_subset_size, device=args.device)
     print(json.dumps(result))
 
 

@@ -128,7 +128,7 @@ def save_image(images: torch.Tensor, path: str, nrow: int) -> None:
 @torch.no_grad()
 def sample_sheet(G: nn.Module, classes_per_sheet: int, num_classes: int,
                  samples_per_class: int, samples_root: str, experiment_name: str,
-                 folder_number, sampler: NoiseSampler,
+                 folder_number, sampler: NoiseSampler, *,
                  classes: Optional[Sequence[int]] = None) -> list:
     """Class sheets `<samples_root>/<exp>/<folder>/samples<i>.jpg`: one row per class, one
     column per sample. `classes` (default all) is cut into sheets of `classes_per_sheet`."""
@@ -157,7 +157,7 @@ def interp(x0: torch.Tensor, x1: torch.Tensor, num_midpoints: int) -> torch.Tens
 @torch.no_grad()
 def interp_sheet(G: nn.Module, num_per_sheet: int, num_midpoints: int, num_classes: int,
                  samples_root: str, experiment_name: str, folder_number, sampler: NoiseSampler,
-                 sheet_number: int = 0, fix_z: bool = False, fix_y: bool = False) -> str:
+                 *, sheet_number: int = 0, fix_z: bool = False, fix_y: bool = False) -> str:
     """`interp<Z><Y><sheet>.jpg`: each row interpolates z (unless fix_z) and the class vector
     (unless fix_y) between two random draws, over num_midpoints + 2 columns."""
     n, m = num_per_sheet, num_midpoints + 2

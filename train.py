@@ -412,7 +412,8 @@ def _test(run: Run, itr: int) -> None:
     which = train_fns.which_G(models.G, models.G_ema, config)
     sample = functools.partial(sampling.sample, which, sampler)
     train_fns.test(models, sampler, run.state_dict, config, sample, run.get_inception_metrics,
-                   run.experiment_name, run.test_log, {'rng': rng_state(run.noise)})
+                   run.experiment_name, run.test_log,
+                   training_state={'rng': rng_state(run.noise)})
 
 
 def _save(run: Run, itr: int) -> None:
@@ -428,7 +429,8 @@ def _save(run: Run, itr: int) -> None:
         with local_statistics():
             train_fns.save_and_sample(models, eval_sampler(models.G, config, run.device, itr),
                                       run.fixed_z, run.fixed_y, run.state_dict, config,
-                                      run.experiment_name, {'rng': rng_state(run.noise)})
+                                      run.experiment_name,
+                                      training_state={'rng': rng_state(run.noise)})
     distributed.barrier()
 
 

@@ -278,7 +278,7 @@ def _standing_stats(net: nn.Module, sampler, config: dict) -> None:
 
 
 def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict, config: dict,
-                    experiment_name: str, training_state: Optional[dict] = None) -> None:
+                    experiment_name: str, *, training_state: Optional[dict] = None) -> None:
     """Save the checkpoint (and a rotating copy), then the fixed, class and interpolation
     sheets, as the original's train_fns.save_and_sample. `training_state` (RNG states) is saved
     inside state_dict.pth."""
@@ -312,7 +312,7 @@ def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict,
 
 
 def test(models: Models, sampler, state_dict: dict, config: dict, sample: Callable,
-         get_inception_metrics: Callable, experiment_name: str, test_log,
+         get_inception_metrics: Callable, experiment_name: str, test_log, *,
          training_state: Optional[dict] = None) -> dict:
     """IS/FID of `sample()`; keep the best `num_best_copies` checkpoints by --which_best and
     append the JSONL record, as the original's train_fns.test. Under torch.distributed every

@@ -121,7 +121,7 @@ def test_g_eval_mode_tests_both_generators_in_eval_mode(tmp_path, hdf5_file, mon
     mode afterwards."""
     modes = []
     monkeypatch.setattr(train, 'prepare_metrics', lambda *args: None)
-    monkeypatch.setattr(train_fns, 'test', lambda models, *rest: modes.append(
+    monkeypatch.setattr(train_fns, 'test', lambda models, *rest, **kw: modes.append(
         (models.G.training, models.G_ema.training, models.D.training)))
     real_step = train_fns.GAN_training_function
 
