@@ -37,6 +37,7 @@ import datasets  # noqa: E402
 import inception_metrics  # noqa: E402
 import sampling  # noqa: E402
 import train  # noqa: E402
+import train_fns  # noqa: E402
 import utils  # noqa: E402
 
 # The model and schedule of scripts/demo.sh (keep the two in step).
@@ -115,7 +116,8 @@ def quality(config, real, n: int, seed: int) -> Dict[str, float]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--amp', default='bf16', choices=('bf16', 'fp16'))
+    parser.add_argument('--amp', default='bf16',  # the mixed modes of train_fns.AMP_DTYPES
+                        choices=[mode for mode in train_fns.AMP_DTYPES if mode != 'none'])
     parser.add_argument('--num_iters', type=int, default=2500)
     parser.add_argument('--window', type=int, default=100, help='iterations averaged')
     parser.add_argument('--num_samples', type=int, default=5000, help='per quality score '
