@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from distributed import all_gather_rows, all_reduce_sum, rank, world_size
 from inception_metrics import ISAccumulator
-from inception_net import check_kind
+from inception_net import KINDS, check_kind
 from inception_utils import (Device, default_moments_path, forward_batches, load_inception_net,
                              save_moments)
 from utils import exit_on_user_error
@@ -50,7 +50,7 @@ def prepare_parser() -> argparse.ArgumentParser:
     # New flags.
     parser.add_argument('--resolution', type=int, default=None,
                         help='image size for custom folders (--dataset ImageFolder)')
-    parser.add_argument('--inception', default='tf', choices=['tf', 'torchvision'],
+    parser.add_argument('--inception', default='tf', choices=KINDS,
                         help='tf: the TF-exact network of published FIDs (default); '
                              'torchvision: the original monitoring network')
     parser.add_argument('--inception_weights', default=None,

@@ -47,6 +47,15 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def new_file_mode() -> int:
+    """The permissions a file created now gets from the umask (0o644 under umask 022), for
+    files made with tempfile.mkstemp: it always makes them 0o600, so a data set or weights file
+    renamed into place would be readable by its owner alone, whatever the lab's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _write_temp(folder: str, name: str, write) -> str:
     tmp = os.path.join(folder, f'{_TMP}{os.getpid()}-{name}')
     try:

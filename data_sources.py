@@ -17,6 +17,8 @@ import torchvision
 from PIL import Image
 from torch.utils.data import Dataset
 
+from checkpoints import new_file_mode
+
 # The original's list plus the TIFF and WebP forms torchvision's folders accept.
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 # Where the index cache goes when the folder beside the data is read-only: the original's
@@ -126,6 +128,7 @@ def _save_index(path: str, root: str, classes: list[str], paths: np.ndarray,
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix='.npz.tmp')
+        os.fchmod(fd, new_file_mode())  # shared with other users of the data, not 0600
         with os.fdopen(fd, 'wb') as f:
             np.savez(f, version=_INDEX_VERSION, root=os.path.realpath(root),
                      classes=np.array(classes), fingerprint=_fingerprint(root, classes),

@@ -243,8 +243,9 @@ NEW_FLAGS = [
     F('D_block', str, '', "D residual block, by name ('': the model's own)", 'D',
       choices=From('layers', 'D_BLOCKS'), tag='Dblock%s'),
     F('device', str, 'auto', 'auto (cuda when available), cpu, cuda or cuda:N', 'run'),
-    F('inception', str, 'tf', "Inception for IS/FID: tf (TF-exact, reported) or torchvision "
-      "(the original's monitoring net)", 'metrics', choices=From('inception_net', 'KINDS')),
+    F('inception', str, 'tf', "Inception for IS/FID (tf: TF-exact, the numbers to report; "
+      "torchvision: the original's monitoring net)", 'metrics',
+      choices=From('inception_net', 'KINDS')),
     F('inception_weights', str, '', 'path of the Inception weights (default: torch hub cache)',
       'metrics'),
     F('moments_path', str, '', 'dataset Inception moments file (default: <dataset>_inception_'

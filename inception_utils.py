@@ -27,7 +27,7 @@ from checkpoints import atomic_write
 from distributed import all_gather_rows, rank, world_size
 from inception_metrics import (calculate_frechet_distance, calculate_inception_score,  # noqa: F401
                                calculate_kid, feature_moments)
-from inception_net import build_inception_net, check_kind, load_weights, resolve_weights
+from inception_net import KINDS, build_inception_net, check_kind, load_weights, resolve_weights
 
 Device = Union[str, torch.device]  # 'cpu', 'cuda', 'cuda:1' or a torch.device
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.webp', '.tif', '.tiff')
@@ -336,7 +336,7 @@ def prepare_parser() -> argparse.ArgumentParser:
     parser.add_argument('--moments_path', default=None,
                         help='the dataset moments npz (calculate_inception_moments.py); without '
                              'it only IS is computed')
-    parser.add_argument('--inception', default='tf', choices=['tf', 'torchvision'],
+    parser.add_argument('--inception', default='tf', choices=KINDS,
                         help='tf: the TF-exact network of published numbers (default); '
                              'torchvision: the original monitoring network')
     parser.add_argument('--inception_weights', default=None,

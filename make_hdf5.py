@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from checkpoints import new_file_mode
 from datasets import check_resolution, dataset_info, get_data_loaders
 from utils import exit_on_user_error
 
@@ -67,6 +68,7 @@ def write_hdf5(loader: DataLoader, path: str, resolution: int, chunk_size: int =
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    os.fchmod(fd, new_file_mode())  # readable as any file the user makes, not 0600
     os.close(fd)
     try:
         with h5py.File(tmp, 'w') as f:

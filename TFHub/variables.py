@@ -24,6 +24,8 @@ from typing import Dict, Iterator
 import h5py
 import numpy as np
 
+from checkpoints import new_file_mode
+
 MODULE_SCOPE = 'module/'
 OUTPUT_SUFFIX = ':0'
 INDEX_FILE = os.path.join('variables', 'variables.index')
@@ -68,6 +70,7 @@ def atomic_path(path: str):
     base, ext = os.path.splitext(os.path.basename(path))
     # Keep the extension: writers such as torchvision's save_image pick the format from it.
     handle, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix=f'.tmp{ext}', dir=folder)
+    os.fchmod(handle, new_file_mode())  # the umask's mode, as any file the user makes
     os.close(handle)
     try:
         yield tmp

@@ -7,7 +7,7 @@ and `<logs_root>/<exp>/<metric>.log` (lines `<itr>: <value>`: `G_loss`, `D_loss_
 `D_loss_fake`, singular values such as `G_linear_sv0`), and writes `<exp>_metrics.png`,
 `<exp>_losses.png`, `<exp>_svs.png` and, with `--compare`, `compare_IS.png`:
 
-    python logs/plot_logs.py --logs_root logs --experiment_name EXP [--smooth 100] [--x time]
+    python logs/plot_logs.py --logs_root logs --experiment_name EXP [--smooth N] [--x time]
 """
 import argparse
 import glob
@@ -166,8 +166,15 @@ def _metrics_figure(records: Sequence[dict], x: str, title: str) -> Optional[Fig
     return fig
 
 
-def _losses_figure(losses: dict[str, Series], smooth: int, title: str) -> Figure:
-    """G's loss and D's two losses: raw and faint, with a moving average over `smooth` records."""
+def default_window(records: int) -> int:
+    """The moving-average window when --smooth is not given: a tenth of the run, at most 100
+    records (the original's), so a short run still gets its mean line."""
+    return max(1, min(100, records // 10))
+
+
+def _losses_figure(losses: dict[str, Series], smooth: Optional[int], title: str) -> Figure:
+    """G's loss and D's two losses: raw and faint, with a moving average over `smooth` records
+    (None: `default_window` of each series)."""
     groups = [g for g in (['G_loss'], ['D_loss_real', 'D_loss_fake']) if set(g) & set(losses)]
     fig, axes = _new_figure(len(groups), title)
     for ax, group in zip(axes, groups):
@@ -175,10 +182,11 @@ def _losses_figure(losses: dict[str, Series], smooth: int, title: str) -> Figure
             if name not in losses:
                 continue
             itrs, values = losses[name]
-            if smooth > 1:
+            window = smooth or default_window(len(values))
+            if window > 1:
                 ax.plot(itrs, values, color=f'C{color}', alpha=0.25, linewidth=0.5)
-                ax.plot(*_moving_average(itrs, values, smooth), color=f'C{color}',
-                        label=f'{name} ({smooth}-itr mean)')
+                ax.plot(*_moving_average(itrs, values, window), color=f'C{color}',
+                        label=f'{name} ({window}-itr mean)')
             else:
                 ax.plot(itrs, values, color=f'C{color}', linewidth=0.8, label=name)
         ax.set_xlabel('iteration')
@@ -254,7 +262,7 @@ def _read_logs(paths: Sequence[str]) -> dict[str, Series]:
 
 
 def plot_experiment(logs_root: str, experiment_name: str, out_dir: Optional[str] = None,
-                    smooth: int = 100, x: str = 'itr') -> list[str]:
+                    smooth: Optional[int] = None, x: str = 'itr') -> list[str]:
     """Plot one experiment's metrics, losses and singular values; the paths written.
 
     `x` is `'itr'` or `'time'` (hours since the first test record, from `_stamp`); the training
@@ -336,14 +344,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--experiment_name', required=True, help='the experiment to plot')
     parser.add_argument('--out', default=None,
                         help='folder for the PNGs (default: <logs_root>/<exp>/plots/)')
-    parser.add_argument('--smooth', type=int, default=100,
-                        help='moving-average window of the loss plot, in iterations; 1 for none')
+    parser.add_argument('--smooth', type=int, default=None,
+                        help='moving-average window of the loss plot, in iterations; 1 for none '
+                             '(default: a tenth of the run, at most 100)')
     parser.add_argument('--compare', nargs='+', default=[], metavar='EXP',
                         help='also overlay the IS and FID of these experiments: compare_IS.png')
     parser.add_argument('--x', choices=X_AXES, default='itr',
                         help='x axis of the test metrics: iteration or hours of wall clock')
     args = parser.parse_args(argv)
-    if args.smooth < 1:
+    if args.smooth is not None and args.smooth < 1:
         parser.error('--smooth must be 1 or more')
     out_dir = args.out or os.path.join(args.logs_root, args.experiment_name, 'plots')
     try:
@@ -357,7 +366,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                args.x))
     except FileNotFoundError as error:
         print(f'{parser.prog}: error: {error}', file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

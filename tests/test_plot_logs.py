@@ -219,7 +219,7 @@ def test_plot_experiment_reads_the_authors_shipped_log_name(tmp_path):
 def test_nothing_found_is_a_clear_error(tmp_path, capsys):
     _make_experiment(str(tmp_path), 'real_one')
     _write(str(tmp_path / 'other_log.jsonl'), ORIGINAL_RECORD + '\n')
-    assert plot_logs.main(['--logs_root', str(tmp_path), '--experiment_name', 'typo']) == 1
+    assert plot_logs.main(['--logs_root', str(tmp_path), '--experiment_name', 'typo']) == 2
     err = capsys.readouterr().err
     assert "error: nothing to plot for 'typo'" in err
     assert str(tmp_path / 'typo_log.jsonl') in err and str(tmp_path / 'typo' / 'G_loss.log') in err
@@ -254,3 +254,21 @@ def test_script_runs_headless(tmp_path):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.split()) == 3
+
+
+def test_a_short_run_gets_its_mean_line_by_default(tmp_path):
+    """Without --smooth, a 40-iteration run is averaged over 4 iterations (a tenth of the
+    run; the original's 100 would have left a single point), a long run over 100."""
+    _make_experiment(str(tmp_path), 'short', n=40, with_svs=False)
+    losses = plot_logs._read_logs([str(tmp_path / 'short' / f'{name}.log')
+                                   for name in plot_logs.LOSS_NAMES])
+    fig = plot_logs._losses_figure(losses, None, 'short')
+    means = [line for ax in fig.axes for line in ax.get_lines()
+             if 'mean' in str(line.get_label())]
+    assert [str(line.get_label()) for line in means] == \
+        ['G_loss (4-itr mean)', 'D_loss_real (4-itr mean)', 'D_loss_fake (4-itr mean)']
+    assert all(len(line.get_xdata()) == 37 for line in means)
+    assert (plot_logs.default_window(5), plot_logs.default_window(40),
+            plot_logs.default_window(5000)) == (1, 4, 100)
+    paths = plot_logs.plot_experiment(str(tmp_path), 'short', out_dir=str(tmp_path / 'out'))
+    assert str(tmp_path / 'out' / 'short_losses.png') in paths

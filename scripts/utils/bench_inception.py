@@ -17,7 +17,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from inception_net import build_inception_net  # noqa: E402
+from inception_net import KINDS, build_inception_net  # noqa: E402
 
 
 def device_name(device: torch.device) -> str:
@@ -56,8 +56,7 @@ def bench(kind: str, resolution: int, batch_size: int, device: torch.device, ite
 def main(argv=None) -> None:
     """Parse the flags; bench every (kind, resolution) pair."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--kind', nargs='+', default=['tf', 'torchvision'],
-                        choices=['tf', 'torchvision'])
+    parser.add_argument('--kind', nargs='+', default=list(KINDS), choices=KINDS)
     parser.add_argument('--resolution', type=int, nargs='+', default=[32, 128])
     parser.add_argument('--batch_size', type=int, default=16)
     parser.add_argument('--iters', type=int, default=3)

@@ -1,13 +1,18 @@
 # Sourced by the scripts: make or reuse the virtual environment ($VENV, default .venv) and
 # install requirements.txt (+ pytest) when they are not there yet. Sets $PY.
+# TORCH_INDEX_URL: install torch and torchvision from this index first, e.g. PyTorch's CPU-only
+# wheels (https://download.pytorch.org/whl/cpu) on a machine without a GPU.
 VENV=${VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
 stamp="$VENV/.requirements.sha"
-want=$(cat requirements.txt | sha1sum | cut -d' ' -f1)
+want=$( (cat requirements.txt; echo "${TORCH_INDEX_URL:-}") | sha1sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    if [ -n "${TORCH_INDEX_URL:-}" ]; then
+        "$PY" -m pip install -q torch torchvision --index-url "$TORCH_INDEX_URL"
+    fi
     "$PY" -m pip install -q -r requirements.txt pytest
     echo "$want" > "$stamp"
 fi
