@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import BigGAN
 import utils
@@ -174,3 +175,23 @@ def test_missing_data_is_one_error_line(tmp_path, argv):
     assert result.returncode == 2, result.stderr[-2000:]
     assert 'Traceback' not in result.stderr
     assert 'error: ' in result.stderr and 'nowhere' in result.stderr
+
+
+def test_help_and_checks_read_the_choice_tables(monkeypatch):
+    """An activation, loss or block added to its table is listed by --help and accepted, with
+    no other edit (the tables are read when the parser is built)."""
+    import layers
+    import losses
+    monkeypatch.setitem(layers.ACTIVATIONS, 'elu', torch.nn.ELU)
+    monkeypatch.setitem(losses.LOSSES, 'ls', losses.LOSSES['hinge'])
+    monkeypatch.setitem(layers.G_BLOCKS, 'MyGBlock', layers.GBlock)
+    text = ' '.join(utils.prepare_parser().format_help().split())
+    assert '--G_nl G_NL G activation (choices: relu, inplace_relu, ir, elu)' in text
+    assert '--loss LOSS GAN loss (choices: hinge, dcgan, ls)' in text
+    assert 'choices: GBlock, MyGBlock' in text
+    config = utils.parse_config(['--dataset', 'C10', '--G_nl', 'elu', '--loss', 'ls',
+                                 '--G_block', 'MyGBlock'])
+    assert (config.G_nl, config.loss) == ('elu', 'ls')
+    assert config.experiment_name == '' and 'Gnlelu' in utils.name_from_config(config)
+    with pytest.raises(ValueError, match=r"--G_nl='gelu' is not valid.*'elu'"):
+        utils.parse_config(['--dataset', 'C10', '--G_nl', 'gelu'])
