@@ -23,6 +23,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -231,7 +232,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         distributed.check_flags(config, device)
     except ValueError as error:
         distributed.teardown(wait=False)
-        raise SystemExit(f'error: {error}') from None
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
     finished = False
     try:
         utils.setup_torch(utils.Config({**config, 'device': str(device)}))

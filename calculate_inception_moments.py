@@ -41,7 +41,9 @@ def prepare_parser() -> argparse.ArgumentParser:
     parser.add_argument('--parallel', action='store_true',
                         help='DataParallel over all visible GPUs')
     parser.add_argument('--augment', action='store_true', help='augment the images as in training')
-    parser.add_argument('--num_workers', type=int, default=8, help='default: %(default)s')
+    # The original's 8, or the machine's cores where it has fewer.
+    parser.add_argument('--num_workers', type=int, default=min(8, os.cpu_count() or 1),
+                        help='DataLoader workers (default: 8, at most the cores: %(default)s)')
     parser.add_argument('--shuffle', action='store_true',
                         help='shuffle the images (data in label order underestimates the IS that '
                              'is printed; the moments do not change)')

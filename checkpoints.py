@@ -1,30 +1,37 @@
-"""Checkpoints in the original's layout, written atomically and read safely.
+"""Weights folders in the original's layout: `<weights_root>/<exp>/{G, G_optim, D, D_optim,
+state_dict, G_ema}[_<suffix>].pth`, saved as one unit and loaded safely.
 
-A save writes `<weights_root>/<exp>/{G, G_optim, D, D_optim, state_dict, G_ema}[_<suffix>].pth` (the
-original's six files) as one unit: every file goes to a temporary name and is fsynced, a journal
-naming the set is written, then the files are renamed into place and the journal removed. A crash
-before the journal leaves the previous set untouched (the temporaries are discarded on the next
-load); a crash after it is rolled forward on the next load. Either way the set on disk is complete.
+A save checks every tensor is finite, writes each file to a temporary name and fsyncs it, writes a
+journal naming the set, then renames the files into place holding the folder's set lock
+exclusively, and removes the journal. Every file of a set carries the same set id (in a module
+state_dict's metadata, as an extra key in the others; the original's loaders ignore both).
 
-Loading never runs code from a checkpoint: files are read with `weights_only=True`, or, for the
-original's `state_dict.pth` (it pickles `nn.ReLU` objects and numpy scalars), with an unpickler
-that admits only those types, which are turned back into plain names and floats.
+Only the process that holds the folder's run lock (atomic.RunLock: the trainer) finishes a save
+that a crash interrupted after its journal (`recover`), or discards the temporaries of one
+interrupted before; a reader that finds such leftovers does so only when it can take that lock,
+that is, when no trainer is alive. Readers hold the set lock shared while reading, so they see a
+whole set; a set mixed anyway (by hand, or by older code) is refused by its ids.
+
+Loading never runs code from a file (safe_pickle) and checks what it finds: a state file that
+holds no training state, weights or optimizer states of another shape, mixed sets.
 """
-import _compat_pickle
 import collections
+import hashlib
+import io
 import json
 import os
-import pickle
-import warnings
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+import atomic
+from safe_pickle import safe_load
+
 WEIGHT_FILES = ('G', 'G_optim', 'D', 'D_optim', 'state_dict', 'G_ema')
+SET_KEY = 'checkpoint_set'  # the id shared by the files of one save
 _JOURNAL = '.saving{}.json'
-_TMP = '.tmp-'
 
 
 def file_name(stem: str, suffix: Optional[str] = None) -> str:
@@ -33,64 +40,8 @@ def file_name(stem: str, suffix: Optional[str] = None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# Atomic writes
+# Saving a set
 # ------------------------------------------------------------------------------------------------
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def new_file_mode() -> int:
-    """The permissions a file created now gets from the umask (0o644 under umask 022), for
-    files made with tempfile.mkstemp: it always makes them 0o600, so a data set or weights file
-    renamed into place would be readable by its owner alone, whatever the lab's umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _write_temp(folder: str, name: str, write) -> str:
-    tmp = os.path.join(folder, f'{_TMP}{os.getpid()}-{name}')
-    try:
-        with open(tmp, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        _remove(tmp)
-        raise
-    return tmp
-
-
-def atomic_write(path: str, write) -> None:
-    """Write a file through `write(fileobj)` to a temporary name, fsync, rename into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = _write_temp(folder, os.path.basename(path), write)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
 
 def save_set(objects: Dict[str, object], folder: str, tag: str = '') -> None:
     """Save {file name: object} into `folder` as one unit (see the module docstring)."""
@@ -98,15 +49,16 @@ def save_set(objects: Dict[str, object], folder: str, tag: str = '') -> None:
     temps = {}
     try:
         for name, obj in objects.items():
-            temps[name] = _write_temp(folder, name, lambda f, o=obj: torch.save(o, f))
+            temps[name] = atomic.write_temp(folder, name, lambda f, o=obj: torch.save(o, f))
     except BaseException:
         for tmp in temps.values():
-            _remove(tmp)
+            atomic.remove(tmp)
         raise
     journal = os.path.join(folder, _JOURNAL.format(tag))
-    atomic_write_text(journal, json.dumps({name: os.path.basename(tmp)
-                                           for name, tmp in temps.items()}))
-    _roll_forward(folder, journal)
+    atomic.atomic_write_text(journal, json.dumps({name: os.path.basename(tmp)
+                                                  for name, tmp in temps.items()}))
+    with atomic.set_lock(folder, shared=False):
+        _roll_forward(folder, journal)
 
 
 def _roll_forward(folder: str, journal: str) -> None:
@@ -116,154 +68,127 @@ def _roll_forward(folder: str, journal: str) -> None:
         tmp_path = os.path.join(folder, tmp)
         if os.path.exists(tmp_path):
             os.replace(tmp_path, os.path.join(folder, name))
-    _fsync_dir(folder)
-    _remove(journal)
+    atomic.fsync_dir(folder)
+    atomic.remove(journal)
+
+
+def leftovers(folder: str) -> list:
+    """Journals and temporaries of saves that have not finished (or were interrupted)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(entry for entry in os.listdir(folder)
+                  if entry.startswith(atomic.TMP_PREFIX)
+                  or (entry.startswith('.saving') and entry.endswith('.json')))
 
 
 def recover(folder: str) -> None:
     """Finish a save that was interrupted after its journal was written; discard temporaries
-    of saves interrupted before."""
-    if not os.path.isdir(folder):
+    of saves interrupted before. Call only holding the folder's RunLock."""
+    with atomic.set_lock(folder, shared=False):
+        for entry in leftovers(folder):
+            if entry.startswith('.saving'):
+                try:
+                    _roll_forward(folder, os.path.join(folder, entry))
+                except (ValueError, OSError):
+                    atomic.remove(os.path.join(folder, entry))  # torn journal: nothing renamed
+        for entry in leftovers(folder):
+            atomic.remove(os.path.join(folder, entry))
+
+
+def recover_if_abandoned(folder: str) -> None:
+    """A reader's `recover`: only when no trainer holds the folder (its save may be running)."""
+    if not leftovers(folder):
         return
-    for entry in sorted(os.listdir(folder)):
-        if entry.startswith('.saving') and entry.endswith('.json'):
-            try:
-                _roll_forward(folder, os.path.join(folder, entry))
-            except (ValueError, OSError):
-                _remove(os.path.join(folder, entry))  # a torn journal: nothing was renamed
-    for entry in os.listdir(folder):
-        if entry.startswith(_TMP):
-            _remove(os.path.join(folder, entry))
+    lock = atomic.RunLock(folder, 'finishing an interrupted save')
+    if lock.try_acquire():
+        try:
+            recover(folder)
+        finally:
+            lock.release()
 
 
-# ------------------------------------------------------------------------------------------------
-# Safe loading
-# ------------------------------------------------------------------------------------------------
-
-class SavedModule:
-    """Stands in for a pickled nn.Module (the original's config stores its activations as
-    nn.ReLU objects): keeps the class name and state, runs nothing."""
-
-    def __init__(self, name: str = ''):
-        self.class_name = name
-        self.state = {}
-
-    def __setstate__(self, state):
-        self.state = state if isinstance(state, dict) else {'state': state}
-
-    def activation_name(self) -> str:
-        inplace = self.state.get('inplace', False)
-        return 'inplace_relu' if inplace else 'relu'
+def _tensors(obj, prefix: str = ''):
+    """(name, tensor) of every floating-point tensor in a state_dict or optimizer state."""
+    if torch.is_tensor(obj):
+        if obj.is_floating_point():
+            yield prefix, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _tensors(value, f'{prefix}.{key}' if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f'{prefix}.{i}')
 
 
-def _saved_module_class(name):
-    return type(name, (SavedModule,), {'__init__': lambda self: SavedModule.__init__(self, name)})
+def check_finite_tensors(objects: Dict[str, object], itr) -> None:
+    """FloatingPointError naming the file, tensor and iteration when any tensor about to be
+    saved holds a NaN or Inf (one device sync per device, not one per tensor)."""
+    found = [(name, key, t) for name, obj in objects.items() for key, t in _tensors(obj)]
+    by_device = collections.defaultdict(list)
+    for entry in found:
+        by_device[entry[2].device].append(entry)
+    for entries in by_device.values():
+        ok = torch.stack([torch.isfinite(t).all() for _, _, t in entries]).tolist()
+        for (name, key, t), good in zip(entries, ok):
+            if not good:
+                bad = int((~torch.isfinite(t)).sum())
+                raise FloatingPointError(
+                    f'iteration {itr}: {name} {key} holds {bad} non-finite values (NaN or '
+                    f'Inf); nothing was saved and the last checkpoint stays the newest. Lower '
+                    f'the learning rates, or resume from a copy')
 
 
-def _thnn_backend(*args):
-    return None
+def state_id(state_dict: dict, name_suffix: Optional[str] = None) -> str:
+    """The set id of a save: a digest of its slot and training state (iteration, epoch, ring
+    counters, best scores, the training noise's state), so saves at different points get
+    different ids while an exactly resumed run saving the same state gets the same one. Left
+    out: the config (it records --resume) and torch's global RNG (a resumed loader draws its
+    seed from it, and training draws nothing else from it)."""
+    state = {key: value for key, value in state_dict.items() if key not in ('config', 'rng')}
+    state['sampler'] = (state_dict.get('rng') or {}).get('sampler')
+    buffer = io.BytesIO()
+    torch.save({'slot': name_suffix or '', 'state': state}, buffer)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()[:16]
 
 
-_ALLOWED = {
-    ('collections', 'OrderedDict'): collections.OrderedDict,
-    ('builtins', 'set'): set,
-    ('builtins', 'frozenset'): frozenset,
-    ('torch._utils', '_rebuild_tensor'): torch._utils._rebuild_tensor,
-    ('torch._utils', '_rebuild_tensor_v2'): torch._utils._rebuild_tensor_v2,
-    ('torch._utils', '_rebuild_parameter'): torch._utils._rebuild_parameter,
-    ('torch', 'Size'): torch.Size,
-    ('torch.nn.backends.thnn', '_get_thnn_function_backend'): _thnn_backend,
-    ('numpy', 'dtype'): np.dtype,
-    ('_codecs', 'encode'): __import__('codecs').encode,  # bytes under pickle protocol 2
-}
-
-
-def _numpy_multiarray():
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:
-        from numpy.core import multiarray
-    return multiarray
-
-
-for _module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-    _ALLOWED[(_module, 'scalar')] = _numpy_multiarray().scalar
-    _ALLOWED[(_module, '_reconstruct')] = _numpy_multiarray()._reconstruct
-for _dtype in ('Float32DType', 'Float64DType', 'Int64DType', 'Int32DType', 'BoolDType'):
-    if hasattr(np, 'dtypes') and hasattr(np.dtypes, _dtype):
-        _ALLOWED[('numpy.dtypes', _dtype)] = getattr(np.dtypes, _dtype)
-_ALLOWED[('numpy', 'ndarray')] = np.ndarray
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        # Python 2 names, as pickle protocol 2 writes them (e.g. __builtin__.set).
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        if module.startswith('torch.nn.modules.'):
-            return _saved_module_class(name)
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if module == 'torch' and name.endswith('Storage'):
-            return getattr(torch, name)
-        raise pickle.UnpicklingError(
-            f'refusing to load {module}.{name}: checkpoints may hold only tensors, numbers, '
-            f'strings, containers and activation modules')
-
-
-class _RestrictedPickle:
-    """A `pickle_module` for torch.load that admits only the types above."""
-    Unpickler = _RestrictedUnpickler
-    __name__ = 'restricted_pickle'
-
-    @staticmethod
-    def load(f, **kwargs):
-        return _RestrictedUnpickler(f, **kwargs).load()
-
-
-def safe_load(path: str, map_location='cpu'):
-    """torch.load without running code from the file. Raises a clear error for a missing,
-    empty or corrupt file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint file {path!r} does not exist')
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # the original's state_dict.pth: try the restricted unpickler
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise ValueError(f'checkpoint file {path!r} is corrupt or not a torch file '
-                         f'({type(error).__name__}: {error})') from None
-    try:
-        with warnings.catch_warnings():
-            # The legacy format stores each module's source and compares it with the loaded
-            # class; our stand-ins have none, which is the point.
-            warnings.filterwarnings('ignore', message="Couldn't retrieve source code")
-            obj = torch.load(path, map_location=map_location, weights_only=False,
-                             pickle_module=_RestrictedPickle)
-    except pickle.UnpicklingError as error:
-        if str(error).startswith('refusing'):
-            raise ValueError(f'checkpoint file {path!r}: {error}') from None
-        raise ValueError(f'checkpoint file {path!r} is corrupt or truncated ({error})') from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
-        raise ValueError(f'checkpoint file {path!r} is corrupt or not a torch file '
-                         f'({type(error).__name__}: {error})') from None
-    return plain(obj)
-
-
-def plain(obj):
-    """Replace module stand-ins by activation names and numpy/0-dim tensor scalars by floats."""
-    if isinstance(obj, SavedModule):
-        return obj.activation_name()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return type(obj)((k, plain(v)) for k, v in obj.items()) \
-            if isinstance(obj, collections.OrderedDict) else {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj)
+def _with_set_id(obj: dict, set_id: str, weights: bool) -> dict:
+    """The object to save, carrying the set id: for weights in the state_dict's metadata (a
+    key among the weights would break strict loading), else as an extra key."""
+    if not weights:
+        return {**obj, SET_KEY: set_id}
+    metadata = dict(getattr(obj, '_metadata', {}))
+    obj = collections.OrderedDict(obj)
+    obj._metadata = metadata
+    metadata[''] = {**metadata.get('', {}), SET_KEY: set_id}
     return obj
 
+
+def save_weights(G, D, state_dict: dict, weights_root: str, experiment_name: str,
+                 name_suffix: Optional[str] = None, G_ema=None, *, G_optim=None,
+                 D_optim=None) -> None:
+    """Save the six files of one checkpoint as one unit: `<weights_root>/<experiment_name>/`
+    {G, G_optim, D, D_optim, state_dict, G_ema}[_<name_suffix>].pth, the original's layout
+    (its utils.save_weights, whose arguments these are; the optimizers were G.optim and
+    D.optim there). A file whose object is None is not written; nothing is written when a
+    tensor is not finite."""
+    folder = os.path.join(weights_root, experiment_name)
+    objects = {}
+    for stem, obj in (('G', G), ('G_optim', G_optim), ('D', D), ('D_optim', D_optim),
+                      ('state_dict', None), ('G_ema', G_ema)):
+        if stem == 'state_dict':
+            objects[file_name(stem, name_suffix)] = state_dict
+        elif obj is not None:
+            objects[file_name(stem, name_suffix)] = obj.state_dict()
+    check_finite_tensors(objects, state_dict.get('itr', '?'))
+    set_id = state_id(state_dict, name_suffix)
+    weights = {file_name(stem, name_suffix) for stem in ('G', 'D', 'G_ema')}
+    save_set({name: _with_set_id(obj, set_id, name in weights) for name, obj in objects.items()},
+             folder, tag=name_suffix or '')
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
 
 def upgrade_state(state: dict) -> dict:
     """Bring an original `state_dict.pth` to our form: float metrics (the original stored a
@@ -282,9 +207,24 @@ def upgrade_state(state: dict) -> dict:
     return state
 
 
-# ------------------------------------------------------------------------------------------------
-# Weights folders
-# ------------------------------------------------------------------------------------------------
+def check_state(state, path: str) -> dict:
+    """`state` if it is a training state (a dict with an integer `itr` and a `config` dict),
+    else a ValueError naming the file and what it holds instead."""
+    if (isinstance(state, dict) and isinstance(state.get('itr'), int)
+            and isinstance(state.get('config', {}), dict)):
+        return state
+    keys = list(state)[:5] if isinstance(state, dict) else type(state).__name__
+    raise ValueError(f'{path!r} holds no training state (itr, config, ...) but {keys}: a '
+                     f'weights file saved under that name? Load another copy (--load_weights)')
+
+
+def set_id_of(obj) -> Optional[str]:
+    """The set id a loaded file carries (None for the original's files)."""
+    metadata = getattr(obj, '_metadata', None)
+    if metadata is not None:
+        return metadata.get('', {}).get(SET_KEY)
+    return obj.get(SET_KEY) if isinstance(obj, dict) else None
+
 
 def describe_mismatch(module: nn.Module, state: dict) -> str:
     """Human-readable key and shape differences between a module and a state_dict."""
@@ -304,9 +244,10 @@ def describe_mismatch(module: nn.Module, state: dict) -> str:
     return '; '.join(parts)
 
 
-def load_into(module: nn.Module, path: str, strict: bool = True) -> None:
-    """Load a state_dict file into `module`, with a clear error when the architecture differs."""
-    state = safe_load(path)
+def load_into(module: nn.Module, path: str, strict: bool = True, state=None) -> None:
+    """Load a state_dict file (or its already loaded `state`) into `module`, with a clear error
+    when the architecture differs."""
+    state = safe_load(path) if state is None else state
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise ValueError(f'{path!r} does not hold a state_dict')
     mismatch = describe_mismatch(module, state)
@@ -319,22 +260,23 @@ def load_into(module: nn.Module, path: str, strict: bool = True) -> None:
     module.load_state_dict(state, strict=strict)
 
 
-def save_weights(G, D, state_dict: dict, weights_root: str, experiment_name: str,
-                 name_suffix: Optional[str] = None, G_ema=None, *, G_optim=None,
-                 D_optim=None) -> None:
-    """Save the six files of one checkpoint as one unit: `<weights_root>/<experiment_name>/`
-    {G, G_optim, D, D_optim, state_dict, G_ema}[_<name_suffix>].pth, the original's layout
-    (its utils.save_weights, whose arguments these are; the optimizers were G.optim and
-    D.optim there). A file whose object is None is not written."""
-    folder = os.path.join(weights_root, experiment_name)
-    objects = {}
-    for stem, obj in (('G', G), ('G_optim', G_optim), ('D', D), ('D_optim', D_optim),
-                      ('state_dict', None), ('G_ema', G_ema)):
-        if stem == 'state_dict':
-            objects[file_name(stem, name_suffix)] = state_dict
-        elif obj is not None:
-            objects[file_name(stem, name_suffix)] = obj.state_dict()
-    save_set(objects, folder, tag=name_suffix or '')
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict, path: str) -> None:
+    """Load an optimizer state; a ValueError naming the file when it belongs to other
+    parameters (another width or architecture), instead of a failure at the first step."""
+    state = {key: value for key, value in state.items() if key != SET_KEY}
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f'{path!r} does not fit this optimizer ({error}); it belongs to '
+                         f'another architecture: check the flags, or resume without it') from None
+    for group in optimizer.param_groups:
+        for index, param in enumerate(group['params']):
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                    raise ValueError(f'{path!r}: the state {key!r} of parameter {index} has '
+                                     f'shape {tuple(value.shape)}, the parameter '
+                                     f'{tuple(param.shape)}; the file belongs to another '
+                                     f'width or architecture')
 
 
 def checkpoint_folder(weights_root: str, experiment_name: str, name_suffix: Optional[str] = None,
@@ -351,7 +293,7 @@ def checkpoint_folder(weights_root: str, experiment_name: str, name_suffix: Opti
         raise FileNotFoundError(f'no {what} for experiment {experiment_name!r}: {folder!r} does '
                                 f'not exist ({weights_root!r} {listing}). Pass '
                                 f'--experiment_name, or the same flags as the training run')
-    recover(folder)
+    recover_if_abandoned(folder)
     if not os.path.isfile(os.path.join(folder, file_name('G', name_suffix))):
         have = sorted(f for f in os.listdir(folder) if f.endswith('.pth'))
         raise FileNotFoundError(f"{folder!r} has no {file_name('G', name_suffix)} "
@@ -370,7 +312,24 @@ def read_state(weights_root: str, experiment_name: str,
         have = sorted(f for f in os.listdir(folder) if f.endswith('.pth'))
         raise FileNotFoundError(f"{folder!r} has no {file_name('state_dict', name_suffix)}, "
                                 f"which holds the saved config; it holds: {', '.join(have)}")
-    return upgrade_state(safe_load(path)), path
+    with atomic.set_lock(folder, shared=True):
+        state = safe_load(path)
+    return upgrade_state(check_state(state, path)), path
+
+
+def _check_one_set(loaded: Dict[str, object], folder: str) -> None:
+    """All files of one save carry one set id; files without one (the original's) pass."""
+    ids = {name: set_id_of(obj) for name, obj in loaded.items()}
+    found = {i for i in ids.values() if i}
+    if len(found) > 1:
+        groups = collections.defaultdict(list)
+        for name, set_id in ids.items():
+            groups[set_id or 'none'].append(name)
+        described = '; '.join(f"{', '.join(names)} from save {set_id[:8]}"
+                              for set_id, names in groups.items())
+        raise ValueError(f'the checkpoint in {folder!r} mixes files of different saves '
+                         f'({described}); load a complete copy (--load_weights copy<k> or '
+                         f'best<k>)')
 
 
 def load_weights(G, D, state_dict: dict, weights_root: str, experiment_name: str,
@@ -378,25 +337,29 @@ def load_weights(G, D, state_dict: dict, weights_root: str, experiment_name: str
                  load_optim: bool = True, *, G_optim=None, D_optim=None) -> dict:
     """Load a checkpoint written by us or by the original, with the original's arguments (its
     utils.load_weights; the optimizers were G.optim and D.optim there). A net or optimizer
-    given as None is not loaded. Returns the saved training state (upgraded); `state_dict` is
-    updated in place with its entries, as the original did."""
+    given as None is not loaded. Every file is read (one whole set, under the set lock) and
+    checked before any is applied. Returns the saved training state (upgraded); `state_dict`
+    is updated in place with its entries, as the original did."""
     folder = checkpoint_folder(weights_root, experiment_name, name_suffix)
     path = lambda stem: os.path.join(folder, file_name(stem, name_suffix))  # noqa: E731
     print(f"Loading {name_suffix or 'latest'} weights from {folder}...")
-    if G is not None:
-        load_into(G, path('G'), strict)
-        if load_optim and G_optim is not None:
-            G_optim.load_state_dict(safe_load(path('G_optim')))
-    if D is not None:
-        load_into(D, path('D'), strict)
-        if load_optim and D_optim is not None:
-            D_optim.load_state_dict(safe_load(path('D_optim')))
-    if G_ema is not None:
-        if not os.path.isfile(path('G_ema')):
-            raise FileNotFoundError(f"{path('G_ema')!r} does not exist: the run was not trained "
-                                    f"with --ema")
-        load_into(G_ema, path('G_ema'), strict)
-    saved = upgrade_state(safe_load(path('state_dict')))
+    wanted = {'G': G, 'D': D, 'G_ema': G_ema, 'state_dict': True}
+    if load_optim:
+        wanted.update(G_optim=G_optim if G is not None else None,
+                      D_optim=D_optim if D is not None else None)
+    if G_ema is not None and not os.path.isfile(path('G_ema')):
+        raise FileNotFoundError(f"{path('G_ema')!r} does not exist: the run was not trained "
+                                f"with --ema")
+    with atomic.set_lock(folder, shared=True):
+        loaded = {stem: safe_load(path(stem)) for stem, target in wanted.items()
+                  if target is not None}
+    _check_one_set(loaded, folder)
+    saved = upgrade_state(check_state(loaded.pop('state_dict'), path('state_dict')))
+    for stem, state in loaded.items():
+        if stem.endswith('optim'):
+            load_optimizer(wanted[stem], state, path(stem))
+        else:
+            load_into(wanted[stem], path(stem), strict, state=state)
     for key in list(state_dict):
         if key in saved and key != 'config':
             state_dict[key] = saved[key]

@@ -17,14 +17,14 @@ import torchvision
 from PIL import Image
 from torch.utils.data import Dataset
 
-from checkpoints import new_file_mode
+from atomic import new_file_mode
 
 # The original's list plus the TIFF and WebP forms torchvision's folders accept.
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 # Where the index cache goes when the folder beside the data is read-only: the original's
 # default --logs_root, relative to the working directory.
 INDEX_FALLBACK_DIR = 'logs'
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2  # 2: only images that decode are indexed
 # Largest HDF5 chunk cache per open file (one per DataLoader worker).
 _MAX_CHUNK_CACHE = 256 * 2**20
 
@@ -84,7 +84,39 @@ def scan_images(root: str, classes: list[str]) -> tuple[list[str], list[int]]:
     if not paths:
         raise ValueError(f'found 0 images in {root!r} (classes {classes[:5]}...; extensions '
                          f'{", ".join(IMG_EXTENSIONS)})')
+    empty = [name for label, name in enumerate(classes) if label not in set(labels)]
+    if empty:
+        shown = ', '.join(repr(os.path.join(root, name)) for name in empty[:5])
+        raise ValueError(f'{len(empty)} class folder(s) hold no images: {shown}; a class '
+                         f'without images would get a label and never be seen. Remove the '
+                         f'folder(s) or add images')
     return paths, labels
+
+
+def _unreadable(path: str) -> str | None:
+    """Why PIL cannot decode the image at `path`, or None."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # decodes the whole file: a truncated one fails here, not at open
+        return None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return f'{type(err).__name__}: {err}'
+
+
+def check_images(root: str, paths: list[str]) -> None:
+    """Decode every image once, on a thread per core (PIL decodes without the GIL); a
+    ValueError listing the files that cannot be read. Run when the index is built, so a bad
+    file stops the run before training, not when its batch comes up."""
+    from concurrent.futures import ThreadPoolExecutor
+    full = [os.path.join(root, p) for p in paths]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        problems = [(p, why) for p, why in zip(full, pool.map(_unreadable, full, chunksize=64))
+                    if why]
+    if problems:
+        shown = '; '.join(f'{p!r} ({why})' for p, why in problems[:5])
+        more = f' and {len(problems) - 5} more' if len(problems) > 5 else ''
+        raise ValueError(f'{len(problems)} image file(s) in {root!r} cannot be read: '
+                         f'{shown}{more}. Remove or replace them')
 
 
 def index_cache_path(root: str, index_dir: str | None = None) -> str:
@@ -170,6 +202,7 @@ class ImageFolder(Dataset):
         index = _load_index(self.index_path, root, self.classes)
         if index is None:
             paths, labels = scan_images(root, self.classes)
+            check_images(root, paths)  # once: the index is cached only for readable images
             # Byte strings in one numpy array: 1 byte a character, and no per-item Python
             # objects whose reference counts would copy the list into every worker.
             index = (np.array([os.fsencode(p) for p in paths]), np.array(labels, np.int64))

@@ -32,7 +32,8 @@ USES = {  # who reads a flag: its --help section
     'G_block': 'every G residual block', 'D_block': 'every D residual block',
     'train': 'training', 'metrics': 'IS / FID / KID', 'sample': 'sampling', 'run': 'the run'}
 LIMITS: Dict[str, Callable[[Any], bool]] = {
-    '>= 1': lambda v: v >= 1, '>= 0': lambda v: v >= 0, '> 0': lambda v: v > 0,
+    '>= 1': lambda v: v >= 1, '>= 0': lambda v: v >= 0, '>= -1': lambda v: v >= -1,
+    '> 0': lambda v: v > 0,
     'in [0, 1)': lambda v: 0 <= v < 1, 'in [0, 1]': lambda v: 0 <= v <= 1}
 ALWAYS = 'always'  # `when` of a name token that every experiment name has
 
@@ -231,6 +232,12 @@ SAMPLE_FLAGS = [
 NEW_FLAGS = [
     F('no_toggle_grads', OFF, True, 'do not freeze the net not being trained', 'train',
       dest='toggle_grads'),
+    F('sheet_classes', int, -1, 'classes drawn in the class sheets at each save: the first N '
+      '(0: all; -1: all, or the first 100 on the CPU, where 1000 take many minutes)', 'train',
+      limits='>= -1'),
+    F('overwrite', FLAG, False, 'start the experiment again from scratch even though its folder '
+      'holds a checkpoint (without it, such a start is refused: add --resume to continue)',
+      'run'),
     F('num_iters', int, 0, 'stop when the iteration counter reaches N (across resumes; 0: run '
       'num_epochs)', 'train', limits='>= 0'),
     F('time_limit', float, 0.0, 'stop (and save) after M minutes of training, e.g. before a '

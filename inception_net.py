@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import inception as tv_inception
 
-from checkpoints import atomic_write
+from atomic import atomic_write
 
 KINDS = ('tf', 'torchvision')
 
@@ -280,7 +280,7 @@ def cached_weights_path(kind: str) -> str:
 
 
 def _download(url: str, path: str, timeout: float) -> None:
-    """Fetch `url` to `path` atomically (checkpoints.atomic_write): never half a file."""
+    """Fetch `url` to `path` atomically (atomic.atomic_write): never half a file."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     print(f'Downloading {url} to {path}', file=sys.stderr)
 

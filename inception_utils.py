@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from checkpoints import atomic_write
+from atomic import atomic_write
 from distributed import all_gather_rows, rank, world_size
 from inception_metrics import (calculate_frechet_distance, calculate_inception_score,  # noqa: F401
                                calculate_kid, feature_moments)
@@ -110,7 +110,7 @@ def load_moments(path: str, kind: Optional[str] = None, need_kid: bool = False,
 
 
 def save_moments(path: str, **arrays: np.ndarray) -> None:
-    """Write an npz atomically (checkpoints.atomic_write), so a reader never sees half a file."""
+    """Write an npz atomically (atomic.atomic_write), so a reader never sees half a file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # np.savez into a file object: given a name, it would append '.npz' to it.
     atomic_write(path, lambda f: np.savez(f, **arrays))

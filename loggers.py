@@ -1,5 +1,6 @@
-"""Logs: the test-metrics JSONL, the per-metric training logs (losses, and singular values from
-`get_SVs`), the metadata file and the console progress display, in the original's formats.
+"""Logs: the test-metrics JSONL, the per-metric training logs (losses, read back late by
+`DeferredLog` and checked finite, and singular values from `get_SVs`), the metadata file and the
+console progress display, in the original's formats.
 
 The JSONL and metadata files are rewritten atomically. The per-metric logs are appended a whole
 line per write and flushed; on opening, a torn last line (a crash mid-write) is cut off and, on
@@ -8,12 +9,16 @@ it had never stopped.
 """
 import datetime
 import json
+import math
 import os
 import sys
 import time
 from typing import Dict, Iterable, Iterator, Optional
 
-from checkpoints import atomic_write_text
+import torch
+
+import distributed
+from atomic import atomic_write_text
 
 
 class MetricsLogger:
@@ -153,3 +158,54 @@ def get_SVs(net, prefix: str) -> dict:
     (`DeferredLog.add` copies them before the next forward changes the buffers)."""
     return {f'{prefix}_{key}'.replace('.', '_'): value[0]
             for key, value in net.state_dict().items() if 'sv' in key}
+
+
+def check_finite(metrics: Dict[str, float], itr: int) -> None:
+    """Stop with a clear message on a NaN or Inf loss (nothing is saved from such a state)."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f'iteration {itr}: non-finite loss {bad}; stopping without saving, the last '
+            f'checkpoint is intact. Lower the learning rates, or resume from a copy')
+
+
+class DeferredLog:
+    """The training metrics, kept on the device and read back every `every` iterations in one
+    transfer (averaged over ranks), then checked and logged iteration by iteration, exactly as
+    if each had been read at once. Reading a value back makes the host wait for the device;
+    doing it once per N iterations lets the host queue the next steps meanwhile.
+
+    Call `flush()` before every save and test (on every rank: it is a collective), so nothing
+    is saved from a state whose losses were not checked.
+    """
+
+    def __init__(self, train_log, every: int = 1, show: bool = False):
+        self.train_log, self.every, self.show = train_log, every, show
+        self.pending: list = []  # (itr, names, values on the device, are these losses)
+
+    def add(self, itr: int, values: dict, losses: bool = True) -> None:
+        names = list(values)
+        flat = (torch.stack([v.detach().float().reshape(()) for v in values.values()])
+                if values else torch.zeros(0))
+        self.pending.append((itr, names, flat, losses))
+        if losses and sum(entry[3] for entry in self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        local = torch.cat([entry[2].to(self.pending[0][2].device) for entry in self.pending])
+        # Losses are averaged over ranks (the loss of the whole batch, as the original logged);
+        # singular values are equal on every rank and logged as they are.
+        both = torch.stack([local, distributed.mean_over_ranks(local)]).tolist()
+        pending, self.pending, start = self.pending, [], 0
+        for itr, names, flat, losses in pending:
+            row = both[1] if losses else both[0]
+            values = dict(zip(names, row[start:start + len(names)]))
+            start += len(names)
+            if losses:
+                check_finite(values, itr)
+            self.train_log.log(itr, **values)
+            if losses and self.show:
+                print(', '.join([f'itr: {itr}'] + [f'{k} : {v:+4.3f}' for k, v in values.items()]),
+                      end=' ')

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from checkpoints import new_file_mode
+from atomic import new_file_mode
 from datasets import check_resolution, dataset_info, get_data_loaders
 from utils import exit_on_user_error
 
@@ -34,8 +34,10 @@ def prepare_parser() -> argparse.ArgumentParser:
                              '(default: %(default)s)')
     parser.add_argument('--batch_size', type=int, default=256,
                         help='images per loader batch (default: %(default)s)')
-    parser.add_argument('--num_workers', type=int, default=16,
-                        help='DataLoader workers decoding images (default: %(default)s)')
+    # The original's 16, or the machine's cores where it has fewer.
+    parser.add_argument('--num_workers', type=int, default=min(16, os.cpu_count() or 1),
+                        help='DataLoader workers decoding images (default: 16, at most the '
+                             'cores: %(default)s)')
     parser.add_argument('--chunk_size', type=int, default=500,
                         help='HDF5 chunk length along N (default: %(default)s)')
     parser.add_argument('--compression', action='store_true', default=False,

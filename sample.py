@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+import atomic
 import checkpoints
 import layers
 import loggers
@@ -170,7 +171,7 @@ def truncation_curves(G: nn.Module, config: dict, device: torch.device, get_metr
             record = measure(G, noise(G, config, device, METRICS, **{key: value}), config,
                              get_metrics, itr)
         records.append({key: value, **record})
-        checkpoints.atomic_write_text(jsonl, ''.join(json.dumps(r) + '\n' for r in records))
+        atomic.atomic_write_text(jsonl, ''.join(json.dumps(r) + '\n' for r in records))
     plot_trunc_curves(records, key, os.path.join(folder, 'trunc_curves.png'))
     print(f'Truncation curves: {jsonl}')
     return records
@@ -198,7 +199,7 @@ def plot_trunc_curves(records: List[dict], key: str, path: str) -> None:
     right.set_xlabel('Inception Score')
     right.set_ylabel('FID')
     fig.tight_layout()
-    checkpoints.atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    atomic.atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,11 +217,11 @@ def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device,
     folder = os.path.join(config['samples_root'], name)
     os.makedirs(folder, exist_ok=True)  # the original expected it to exist
     sheets = (config['samples_root'], name, config['sample_sheet_folder_num'])
+    progress = (None if config['pbar'] == 'none'
+                else functools.partial(loggers.progress, displaytype='eta'))
     out = {}
     if config['sample_npz']:
         out['npz'] = os.path.join(folder, 'samples.npz')
-        progress = (None if config['pbar'] == 'none'
-                    else functools.partial(loggers.progress, displaytype='eta'))
         with train_fns.preserve_state(G):
             x, y = sampling.sample_npz(G, noise(G, config, device, NPZ),
                                        config['sample_num_npz'], out['npz'], progress)
@@ -229,7 +230,8 @@ def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device,
         with train_fns.preserve_state(G):
             out['sheets'] = sampling.sample_sheet(
                 G, config['classes_per_sheet'], config['n_classes'], 10, *sheets,
-                noise(G, config, device, SHEETS), classes=config['sample_classes'])
+                noise(G, config, device, SHEETS), classes=config['sample_classes'],
+                progress=progress)
     if config['sample_interps']:
         sampler = noise(G, config, device, INTERPS)
         with train_fns.preserve_state(G):
@@ -285,7 +287,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         G, state, device = load(config)
         # A missing moments file stops the run now, not after an hour of sampling.
         get_metrics = inception_metrics(config, device) if wants_metrics(config) else None
-    write_outputs(G, state, config, device, get_metrics)
+        write_outputs(G, state, config, device, get_metrics)
 
 
 if __name__ == '__main__':

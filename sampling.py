@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from checkpoints import atomic_write
+from atomic import atomic_write
 
 
 class NoiseSampler:
@@ -129,14 +129,17 @@ def save_image(images: torch.Tensor, path: str, nrow: int) -> None:
 def sample_sheet(G: nn.Module, classes_per_sheet: int, num_classes: int,
                  samples_per_class: int, samples_root: str, experiment_name: str,
                  folder_number, sampler: NoiseSampler, *,
-                 classes: Optional[Sequence[int]] = None) -> list:
+                 classes: Optional[Sequence[int]] = None,
+                 progress: Optional[Callable[[Iterable], Iterable]] = None) -> list:
     """Class sheets `<samples_root>/<exp>/<folder>/samples<i>.jpg`: one row per class, one
-    column per sample. `classes` (default all) is cut into sheets of `classes_per_sheet`."""
+    column per sample. `classes` (default all) is cut into sheets of `classes_per_sheet`;
+    `progress` wraps the loop over sheets (e.g. loggers.progress)."""
     folder = os.path.join(samples_root, experiment_name, str(folder_number))
     os.makedirs(folder, exist_ok=True)
     classes = list(range(num_classes)) if classes is None else list(classes)
     paths = []
-    for i in range(0, len(classes), classes_per_sheet):
+    starts = range(0, len(classes), classes_per_sheet)
+    for i in (progress(starts) if progress else starts):
         y = torch.tensor(classes[i:i + classes_per_sheet], device=sampler.device)
         columns = [G(sampler.sample_z(len(y)), G.shared(y)).float()
                    for _ in range(samples_per_class)]

@@ -8,14 +8,17 @@ states and data position all come back from the checkpoint.
 import functools
 import os
 import random
+import shlex
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+import atomic
 import checkpoints
 import datasets
 import distributed
@@ -151,20 +154,60 @@ def run(config: dict) -> dict:
         distributed.teardown(wait=finished)
 
 
+def take_folder(config: dict, experiment_name: str) -> Optional[atomic.RunLock]:
+    """Rank 0: hold the experiment's weights folder for this run (one writer at a time), finish
+    a save that a crash interrupted, and refuse to start afresh over a checkpoint. Every rank
+    waits for it before reading the folder."""
+    lock = None
+    if distributed.is_main():
+        folder = os.path.join(config['weights_root'], experiment_name)
+        if config['resume'] and not os.path.isdir(folder):
+            # Before the lock makes the folder: the error lists the experiments there are.
+            checkpoints.checkpoint_folder(config['weights_root'], experiment_name)
+        # The wait covers a reader (sample.py) finishing an interrupted save meanwhile.
+        lock = atomic.RunLock(folder, 'train.py').acquire(wait=5.0)
+        try:
+            checkpoints.recover(folder)
+            if not (config['resume'] or config['overwrite']):
+                existing = [f for f in ('state_dict.pth', 'G.pth')
+                            if os.path.isfile(os.path.join(folder, f))]
+                if existing:
+                    raise ValueError(f'{folder!r} already holds a checkpoint '
+                                     f'({existing[0]}): add --resume to continue that run, '
+                                     f'or --overwrite to start it again from scratch (its '
+                                     f'checkpoints and logs are replaced)')
+        except BaseException:
+            lock.release()
+            raise
+    distributed.barrier()
+    return lock
+
+
+def apply_optimizer_flags(config: dict, models: train_fns.Models) -> None:
+    """The learning rates, betas and eps of the command line replace a resumed checkpoint's
+    (the original kept the saved ones silently); each change is printed."""
+    for net, optimizer in (('G', models.G_optim), ('D', models.D_optim)):
+        wanted = {'lr': config[f'{net}_lr'], 'betas': (config[f'{net}_B1'], config[f'{net}_B2']),
+                  'eps': config['adam_eps'], 'weight_decay': 0}
+        for group in optimizer.param_groups:
+            for key, value in wanted.items():
+                have = tuple(group[key]) if key == 'betas' else group[key]
+                if have != value:
+                    distributed.main_process_print(
+                        f'Note: {net} optimizer {key} {have} from the checkpoint becomes '
+                        f'{value} (the command line)')
+                    group[key] = value
+
+
 def resume(config: dict, experiment_name: str, models: train_fns.Models, state_dict: dict,
            noise: sampling.NoiseSampler) -> None:
     """Load the checkpoint on every rank and put back the random states saved with it."""
-    main = distributed.is_main()
-    # Rank 0 loads first: loading may finish a save a crash interrupted (it writes).
-    if not main:
-        distributed.barrier()
     saved = checkpoints.load_weights(models.G, models.D, state_dict, config['weights_root'],
                                      experiment_name, config['load_weights'] or None,
                                      models.G_ema, G_optim=models.G_optim,
                                      D_optim=models.D_optim)
-    if main:
-        distributed.barrier()
     restore_rng(saved.get('rng'), noise)
+    apply_optimizer_flags(config, models)
     match_layout(models.G_optim)
     match_layout(models.D_optim)
 
@@ -217,6 +260,15 @@ class Run:
     last_itr: int
 
 
+def preflight(config: dict) -> None:
+    """Build G and D on the meta device: every argument check of the models, in milliseconds,
+    before minutes of building and initializing the real ones."""
+    model = utils.model_module(config)
+    with torch.device('meta'):
+        model.Generator(**{**config, 'skip_init': True})
+        model.Discriminator(**{**config, 'skip_init': True})
+
+
 def _train(config: dict, device: torch.device) -> dict:
     """`run` in this process, on `device`."""
     utils.setup_torch(utils.Config({**config, 'device': str(device)}))
@@ -225,7 +277,31 @@ def _train(config: dict, device: torch.device) -> dict:
         utils.prepare_root(config)
     experiment_name = utils.experiment_name(config)
     say(f'Experiment name is {experiment_name}')
+    preflight(config)
+    lock = take_folder(config, experiment_name)
+    try:
+        return _train_locked(config, device, experiment_name)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(config: dict, device: torch.device, experiment_name: str) -> dict:
+    """`_train` holding the weights folder. Everything that can fail on bad input (the data,
+    the checkpoint, the metrics' files) is checked before the models are built."""
+    say = distributed.main_process_print
+    start_itr = 0
+    if config['resume']:
+        start_itr = checkpoints.read_state(config['weights_root'], experiment_name,
+                                           config['load_weights'] or None)[0]['itr']
+    loader = make_loader(config, start_itr)
+    last_itr = planned_iters(config, loader)
+    get_inception_metrics = prepare_metrics(config, device, last_itr)
     models = build_models(config, device)
+    classes = train_fns.sheet_classes(config, device)
+    if classes is not None and config['sheet_classes'] < 0:
+        say(f'Note: the class sheets at each save show the first {len(classes)} of the '
+            f"{config['n_classes']} classes on the CPU (--sheet_classes 0 for all)")
     say(f'Number of params in G: {utils.count_parameters(models.G)} D: '
         f'{utils.count_parameters(models.D)}')
 
@@ -239,8 +315,6 @@ def _train(config: dict, device: torch.device) -> dict:
         resume(config, experiment_name, models, state_dict, noise)
     distributed.broadcast_states(models.G, models.D, models.G_ema)
     train_log, test_log = make_loggers(config, experiment_name, state_dict)
-    loader = make_loader(config, state_dict['itr'])
-    last_itr = planned_iters(config, loader)
     fixed_z, fixed_y = sampling.NoiseSampler(models.G.dim_z, config['n_classes'],
                                              config['G_batch_size'], device,
                                              seed=config['seed'] + 1).sample()
@@ -254,8 +328,7 @@ def _train(config: dict, device: torch.device) -> dict:
     else:
         train = train_fns.dummy_training_function()
     run = Run(config, models, loader, train, noise, state_dict, train_log, test_log,
-              prepare_metrics(config, device, last_itr), fixed_z, fixed_y, experiment_name,
-              device, last_itr)
+              get_inception_metrics, fixed_z, fixed_y, experiment_name, device, last_itr)
     say(f'Beginning training at epoch {state_dict["epoch"]}, iteration {state_dict["itr"]}...')
     try:
         loop(run)
@@ -306,48 +379,6 @@ def _batches(loader, config: dict, state_dict: dict):
         state_dict['epoch'] = loader.sampler.epoch
 
 
-class DeferredLog:
-    """The training metrics, kept on the device and read back every `every` iterations in one
-    transfer (averaged over ranks), then checked and logged iteration by iteration, exactly as
-    if each had been read at once. Reading a value back makes the host wait for the device;
-    doing it once per N iterations lets the host queue the next steps meanwhile.
-
-    Call `flush()` before every save and test (on every rank: it is a collective), so nothing
-    is saved from a state whose losses were not checked.
-    """
-
-    def __init__(self, train_log, every: int = 1, show: bool = False):
-        self.train_log, self.every, self.show = train_log, every, show
-        self.pending: list = []  # (itr, names, values on the device, are these losses)
-
-    def add(self, itr: int, values: dict, losses: bool = True) -> None:
-        names = list(values)
-        flat = (torch.stack([v.detach().float().reshape(()) for v in values.values()])
-                if values else torch.zeros(0))
-        self.pending.append((itr, names, flat, losses))
-        if losses and sum(entry[3] for entry in self.pending) >= self.every:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        local = torch.cat([entry[2].to(self.pending[0][2].device) for entry in self.pending])
-        # Losses are averaged over ranks (the loss of the whole batch, as the original logged);
-        # singular values are equal on every rank and logged as they are.
-        both = torch.stack([local, distributed.mean_over_ranks(local)]).tolist()
-        pending, self.pending, start = self.pending, [], 0
-        for itr, names, flat, losses in pending:
-            row = both[1] if losses else both[0]
-            values = dict(zip(names, row[start:start + len(names)]))
-            start += len(names)
-            if losses:
-                train_fns.check_finite(values, itr)
-            self.train_log.log(itr, **values)
-            if losses and self.show:
-                print(', '.join([f'itr: {itr}'] + [f'{k} : {v:+4.3f}' for k, v in values.items()]),
-                      end=' ')
-
-
 def loop(run: Run) -> None:
     """The iteration loop: train, log, test, save and sample. Every rank runs it; rank 0 alone
     shows progress and writes (the others hold silent loggers)."""
@@ -362,8 +393,8 @@ def loop(run: Run) -> None:
         batches = loggers.progress(batches, total=run.last_itr, start=state_dict['itr'],
                                    displaytype='s1k' if config['use_multiepoch_sampler']
                                    else 'eta')
-    log = DeferredLog(run.train_log, config['log_every'],
-                      show=config['pbar'] == 'mine' and main)
+    log = loggers.DeferredLog(run.train_log, config['log_every'],
+                              show=config['pbar'] == 'mine' and main)
     t_start = clock()
     time_limit = config['time_limit'] * 60
     out_of_time = False
@@ -441,15 +472,34 @@ def _set_mode(training: bool, *nets) -> None:
             net.train(training)
 
 
+def interrupted(config: dict, argv: List[str]) -> str:
+    """What Ctrl-C leaves behind: the newest checkpoint on disk and the command that resumes."""
+    name = utils.experiment_name(config)
+    try:
+        itr = checkpoints.read_state(config['weights_root'], name)[0]['itr']
+        saved = f"the newest checkpoint in {os.path.join(config['weights_root'], name)!r} is " \
+                f"iteration {itr}"
+    except (OSError, ValueError):
+        return 'interrupted before the first checkpoint was saved: nothing to resume'
+    resume_flag = [] if '--resume' in argv else ['--resume']
+    command = ' '.join(shlex.quote(arg) for arg in [sys.executable, 'train.py'] + argv
+                       + resume_flag)
+    return f'interrupted: {saved}; resume with: {command}'
+
+
 def main(argv: Optional[list] = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     with utils.exit_on_user_error():
         config = utils.parse_config(argv)
         distributed.check_flags(config, utils.get_device(config))
     if os.environ.get('RANK', '0') == '0':  # torchrun starts one process per device
         print(dict(config))
-    # Past set-up a ValueError may be a bug worth its traceback; missing files are not.
-    with utils.exit_on_user_error((FileNotFoundError, PermissionError)):
-        run(config)
+    try:
+        with utils.exit_on_user_error():
+            run(config)
+    except KeyboardInterrupt:
+        print(f'\n{interrupted(config, argv)}', file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == '__main__':

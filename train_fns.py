@@ -9,7 +9,6 @@ y)`), so tests can inject fixed noise.
 """
 import contextlib
 import functools
-import math
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional
@@ -20,6 +19,7 @@ import torch.nn as nn
 import checkpoints
 import distributed
 import layers
+import loggers
 import losses
 import sampling
 
@@ -236,15 +236,6 @@ def dummy_training_function() -> Callable:
     return train
 
 
-def check_finite(metrics: Dict[str, float], itr: int) -> None:
-    """Stop with a clear message on a NaN or Inf loss (nothing is saved from such a state)."""
-    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-    if bad:
-        raise FloatingPointError(
-            f'iteration {itr}: non-finite loss {bad}; stopping without saving, the last '
-            f'checkpoint is intact. Lower the learning rates, or resume from a copy')
-
-
 # ------------------------------------------------------------------------------------------------
 # Saving, sampling and testing
 # ------------------------------------------------------------------------------------------------
@@ -277,6 +268,17 @@ def _standing_stats(net: nn.Module, sampler, config: dict) -> None:
                                          config['num_standing_accumulations'])
 
 
+CPU_SHEET_CLASSES = 100  # the classes drawn in the sheets at each save on the CPU by default
+
+
+def sheet_classes(config: dict, device: torch.device) -> Optional[list]:
+    """The classes of the class sheets drawn at each save (--sheet_classes), None for all."""
+    wanted, n_classes = config['sheet_classes'], config['n_classes']
+    if wanted < 0:
+        wanted = CPU_SHEET_CLASSES if torch.device(device).type == 'cpu' else 0
+    return None if wanted == 0 or wanted >= n_classes else list(range(wanted))
+
+
 def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict, config: dict,
                     experiment_name: str, *, training_state: Optional[dict] = None) -> None:
     """Save the checkpoint (and a rotating copy), then the fixed, class and interpolation
@@ -304,8 +306,15 @@ def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict,
             fixed = net(fixed_z, net.shared(fixed_y))
         sampling.save_image(fixed, os.path.join(folder, f'fixed_samples{itr}.jpg'),
                             nrow=int(fixed_z.shape[0] ** 0.5))
+        classes = sheet_classes(config, sampler.device)
+        count = len(classes) if classes is not None else config['n_classes']
+        sheets = -(-count // config['classes_per_sheet'])
+        show = sheets > 1 and config['pbar'] != 'none'
         sampling.sample_sheet(net, config['classes_per_sheet'], config['n_classes'], 10,
-                              config['samples_root'], experiment_name, itr, sampler)
+                              config['samples_root'], experiment_name, itr, sampler,
+                              classes=classes, progress=functools.partial(
+                                  loggers.progress, desc='Class sheets ', displaytype='eta')
+                              if show else None)
         for fix_z, fix_y in ((False, False), (False, True), (True, False)):
             sampling.interp_sheet(net, 16, 8, config['n_classes'], config['samples_root'],
                                   experiment_name, itr, sampler, fix_z=fix_z, fix_y=fix_y)

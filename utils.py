@@ -206,12 +206,34 @@ def hashname(name: str) -> str:
     return adjectives[a] + gerunds[b] + animals[h % len(animals)]
 
 
+MAX_NAME_BYTES = 200  # below the 255 of most file systems, with room for '_log.jsonl'
+
+
+def check_experiment_name(name: str, flag: str = '--experiment_name') -> str:
+    """`name` if it is one path component (a folder under each root), else a ValueError."""
+    problem = None
+    if not name or name in ('.', '..'):
+        problem = 'is not a folder name'
+    elif '/' in name or (os.altsep and os.altsep in name) or os.sep in name or '\0' in name:
+        problem = 'holds a path separator: it must be one folder name under each root'
+    elif len(name.encode()) > MAX_NAME_BYTES:
+        problem = f'is {len(name.encode())} bytes long; at most {MAX_NAME_BYTES} fit'
+    if problem:
+        hint = '' if flag == '--experiment_name' else '; give --experiment_name or --hashname'
+        raise ValueError(f'{flag} {name!r} {problem} (runs live in <weights_root>/<name>/ and '
+                         f'<logs_root>/<name>/){hint}')
+    return name
+
+
 def experiment_name(config: dict) -> str:
-    """--experiment_name, else the config's name (hashed with --hashname)."""
+    """--experiment_name, else the config's name (hashed with --hashname); one path
+    component, or a ValueError naming the flag."""
     if config['experiment_name']:
-        return config['experiment_name']
+        return check_experiment_name(config['experiment_name'])
     name = name_from_config(config)
-    return hashname(name) if config['hashname'] else name
+    return check_experiment_name(hashname(name) if config['hashname'] else name,
+                                 '--name_suffix' if config['name_suffix'] else
+                                 'the experiment name built from the flags')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,6 +252,9 @@ def prepare_root(config: dict) -> None:
     cannot be written."""
     for key in ('weights_root', 'logs_root', 'samples_root'):
         path = config[key]
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise NotADirectoryError(f'--{key} {path!r} is a file, not a folder: give a folder '
+                                     f'(it is made if missing)')
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as error:
@@ -267,17 +292,22 @@ def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-# What a program's user can cause and fix (bad flags, missing or corrupt files, unwritable
-# folders): the messages name the flag or file, so a traceback would add nothing.
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError)
+# What a program's user can cause and fix: bad flag values, missing, unreadable or corrupt
+# files, data or checkpoints that do not fit, a full disk, a folder in use, a run that
+# diverged. The messages name the flag or file, so a traceback would add nothing.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+DEBUG_VARIABLE = 'BIGGAN_DEBUG'  # set (to 1) for the traceback of every error
 
 
 @contextlib.contextmanager
 def exit_on_user_error(kinds: tuple = USER_ERRORS) -> Iterator[None]:
-    """Turn the exceptions `kinds` into one `error: ...` line on stderr and exit status 2."""
+    """Turn the exceptions `kinds` into one `error: ...` line on stderr and exit status 2
+    (with BIGGAN_DEBUG=1 in the environment, the traceback instead)."""
     try:
         yield
     except kinds as error:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
 

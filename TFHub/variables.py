@@ -24,7 +24,7 @@ from typing import Dict, Iterator
 import h5py
 import numpy as np
 
-from checkpoints import new_file_mode
+from atomic import new_file_mode
 
 MODULE_SCOPE = 'module/'
 OUTPUT_SUFFIX = ':0'

@@ -365,7 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(plot_compare(args.logs_root, names, os.path.join(out_dir, 'compare_IS.png'),
                                args.x))
     except FileNotFoundError as error:
-        print(f'{parser.prog}: error: {error}', file=sys.stderr)
+        print(f'error: {error}', file=sys.stderr)
         return 2
     return 0
 

@@ -5,7 +5,8 @@
 # Needs data/ILSVRC128.hdf5 and I128_inception_moments.npz (scripts/utils/prepare_data.sh).
 # On several GPUs prefer torchrun (see README, "Speed and scale"); --parallel uses every GPU
 # visible to this one process.
-python train.py \
+source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
+"$PY" train.py \
 --dataset I128_hdf5 --parallel --shuffle  --num_workers 8 --batch_size 256 --load_in_mem  \
 --num_G_accumulations 8 --num_D_accumulations 8 \
 --num_D_steps 1 --G_lr 1e-4 --D_lr 4e-4 --D_B2 0.999 --G_B2 0.999 \
@@ -20,4 +21,4 @@ python train.py \
 --G_ch 64 --G_ch 64 \
 --ema --use_ema --ema_start 20000 \
 --test_every 2000 --save_every 1000 --num_best_copies 5 --num_save_copies 2 --seed 0 \
---use_multiepoch_sampler
+--use_multiepoch_sampler "$@"

@@ -1,6 +1,7 @@
 #!/bin/bash
 # BigGAN-deep at 128x128 on ImageNet (ch 128, 2 blocks per stage): batch 256 x 8 = 2048.
-python train.py \
+source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
+"$PY" train.py \
 --model BigGANdeep \
 --dataset I128_hdf5 --parallel --shuffle  --num_workers 8 --batch_size 256 \
 --num_G_accumulations 8 --num_D_accumulations 8 \
@@ -16,4 +17,4 @@ python train.py \
 --hier --dim_z 128 --shared_dim 128 \
 --ema --use_ema --ema_start 20000 --G_eval_mode \
 --test_every 2000 --save_every 500 --num_best_copies 5 --num_save_copies 2 --seed 0 \
---use_multiepoch_sampler
+--use_multiepoch_sampler "$@"

@@ -3,7 +3,8 @@
 # truncation sweep. The training flags are repeated so the experiment name matches.
 # Use --z_var to change z's scale; --mybn --accumulate_stats --num_standing_accumulations 32
 # for standing statistics.
-python sample.py \
+source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
+"$PY" sample.py \
 --dataset I128_hdf5 --parallel --shuffle  --num_workers 8 --batch_size 256 \
 --num_G_accumulations 8 --num_D_accumulations 8 \
 --num_D_steps 1 --G_lr 1e-4 --D_lr 4e-4 --D_B2 0.999 --G_B2 0.999 \
@@ -19,4 +20,4 @@ python sample.py \
 --use_multiepoch_sampler \
 --test_every 2000 --save_every 1000 --num_best_copies 5 --num_save_copies 2 --seed 0 \
 --skip_init --G_batch_size 512 --use_ema --G_eval_mode --sample_trunc_curves 0.05_0.05_1.0 \
---sample_inception_metrics --sample_npz  --sample_random --sample_sheets --sample_interps
+--sample_inception_metrics --sample_npz  --sample_random --sample_sheets --sample_interps "$@"

@@ -12,6 +12,15 @@ if ROOT not in sys.path:
 GOLDEN_DIR = os.path.join(ROOT, 'tests', 'golden')
 
 
+@pytest.fixture(scope='module')
+def hdf5_file(tmp_path_factory):
+    """A tiny HDF5 data set in make_hdf5.py's layout: 24 random 32 x 32 images, 3 classes."""
+    from data_helpers import random_hdf5
+    path = tmp_path_factory.mktemp('data') / 'tiny.hdf5'
+    random_hdf5(str(path), n=24, size=32, n_classes=3, seed=0)
+    return str(path)
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch():
     # Every test starts from the same RNG state, so failures reproduce.

@@ -1,7 +1,6 @@
 """The parser keeps every flag of the original; the launch scripts parse unchanged and give the
 original's experiment names; the config is read-only; --hashname is stable."""
 import os
-import shlex
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import torch
 import BigGAN
 import utils
 from conftest import ROOT
+from script_runner import script_argv
 
 # The original's 90 shared flags (utils.prepare_parser) and 8 sample flags (add_sample_parser).
 ORIGINAL_FLAGS = '''dataset augment num_workers no_pin_memory shuffle load_in_mem
@@ -85,20 +85,23 @@ SCRIPT_NAMES = {
 }
 
 
-def _script_args(name):
-    """The python command line of a launch script, as argv."""
-    text = open(os.path.join(ROOT, 'scripts', name)).read().replace('\\\n', ' ')
-    line = next(row for row in text.splitlines()
-                if 'python ' in row and not row.startswith('#'))
-    tokens = shlex.split(line)
-    return tokens[tokens.index(next(t for t in tokens if t.endswith('.py'))) + 1:]
+@pytest.mark.parametrize('name', sorted(SCRIPT_NAMES))
+def test_launch_scripts_parse_and_name_as_the_original(name):
+    program, *argv = script_argv(name)
+    assert program == ('sample.py' if name.startswith('sample') else 'train.py')
+    args = vars(_parser().parse_args(argv))
+    utils.validate(args)
+    assert utils.name_from_config(args) == SCRIPT_NAMES[name]
 
 
 @pytest.mark.parametrize('name', sorted(SCRIPT_NAMES))
-def test_launch_scripts_parse_and_name_as_the_original(name):
-    args = vars(_parser().parse_args(_script_args(name)))
-    utils.validate(args)
-    assert utils.name_from_config(args) == SCRIPT_NAMES[name]
+def test_launch_scripts_pass_extra_arguments_last(name):
+    """`bash scripts/<script> --G_ch 8 --num_iters 4` shrinks a run: the extra flags reach the
+    program after the script's own, so they win."""
+    _, *argv = script_argv(name, '--G_ch', '8', '--num_iters', '4')
+    assert argv[-4:] == ['--G_ch', '8', '--num_iters', '4']
+    args = vars(_parser().parse_args(argv))
+    assert (args['G_ch'], args['num_iters']) == (8, 4)
 
 
 def test_default_name():

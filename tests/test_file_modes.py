@@ -47,6 +47,6 @@ def test_written_files_take_the_umask_mode(tmp_path, umask):
         torch.save(state, tmp)
     paths = [hdf5, index, moments, str(tmp_path / 'biggan-128.pth')] + \
         [str(p) for p in (tmp_path / 'weights' / 'exp').iterdir()]
-    assert len(paths) == 7 and all(os.path.isfile(p) for p in paths)
+    assert len(paths) == 8 and all(os.path.isfile(p) for p in paths)  # .set-lock too
     assert {os.path.basename(p): oct(_mode(p)) for p in paths} == \
         {os.path.basename(p): oct(expected) for p in paths}

@@ -3,7 +3,6 @@ folder in the original's layout, on a bare G state_dict; the files it writes, th
 outputs with a stand-in Inception, and bad input."""
 import inspect
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import torch
 from PIL import Image
 
 import BigGAN
-import checkpoints
 import inception_utils
 import sample
 import sample_config
@@ -23,6 +21,8 @@ import train
 import utils
 from conftest import ROOT
 from data_helpers import random_hdf5
+from safe_pickle import safe_load
+from script_runner import script_argv
 from flags import model_arguments
 from inception_testing import TinyFeatureNet, uniform_images, write_moments
 from original_checkpoint import make_original_i128_folder
@@ -137,7 +137,7 @@ def test_classes_restrict_sheets_and_samples(run_dir):
 
 def test_use_ema_loads_G_ema_and_never_an_untrained_G(run_dir, tmp_path):
     root, name = run_dir
-    saved = {stem: checkpoints.safe_load(str(root / 'weights' / name / f'{stem}.pth'))
+    saved = {stem: safe_load(str(root / 'weights' / name / f'{stem}.pth'))
              for stem in ('G', 'G_ema')}
     for flags, stem in (([], 'G'), (['--use_ema'], 'G_ema')):
         G, _, _ = sample.load(sample_config.parse_sample_config(_argv(run_dir, *flags)))
@@ -190,7 +190,7 @@ def test_original_folder_loads_strictly_and_samples(original_root, tmp_path, cap
         ('BigGAN', 16, 120, 1e-6)
     G, state, device = sample.load(config)
     assert state['itr'] == 138000
-    ema = checkpoints.safe_load(os.path.join(original_root, 'released', 'G_ema.pth'))
+    ema = safe_load(os.path.join(original_root, 'released', 'G_ema.pth'))
     assert list(G.state_dict()) == list(ema)
     assert all(torch.equal(G.state_dict()[k], v) for k, v in ema.items())
     out = sample.write_outputs(G, state, config, device)
@@ -251,9 +251,8 @@ def test_documented_tfhub_flags_build_the_converters_generator(tmp_path, resolut
 def test_the_original_sample_scripts_find_their_runs(script, name):
     """The scripts' flags parse and rebuild the training run's name (the original's
     name_from_config)."""
-    with open(os.path.join(ROOT, 'scripts', script)) as f:
-        text = f.read().split('python sample.py', 1)[1].replace('\\\n', ' ')
-    argv = shlex.split(text.replace('"$@"', ''))
+    program, *argv = script_argv(script)
+    assert program == 'sample.py'
     config = sample_config.parse_sample_config(argv)
     assert utils.experiment_name(config) == name
     assert len(config['trunc_values']) == (20 if 'bs256' in script else 0)

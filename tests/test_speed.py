@@ -11,6 +11,7 @@ import torch
 import BigGAN
 import checkpoints
 import distributed
+import loggers
 import sampling
 import train
 import train_fns
@@ -163,7 +164,7 @@ class _Lines:
 
 def test_deferred_log_reads_back_every_n_and_logs_every_iteration():
     lines = _Lines()
-    log = train.DeferredLog(lines, every=3)
+    log = loggers.DeferredLog(lines, every=3)
     for itr in (1, 2):
         log.add(itr, {'G_loss': torch.tensor(float(itr))})
         log.add(itr, {'G_sv0': torch.tensor([0.5])[0]}, losses=False)

@@ -12,7 +12,7 @@ import train
 import train_fns
 import utils
 from conftest import ROOT
-from data_helpers import random_hdf5
+from safe_pickle import safe_load
 
 FMNIST_DIR = '/usr/share/datasets/fashion-mnist'
 TINY = ['--G_ch', '4', '--D_ch', '4', '--G_attn', '0', '--D_attn', '0', '--dim_z', '16',
@@ -23,13 +23,6 @@ TINY = ['--G_ch', '4', '--D_ch', '4', '--G_attn', '0', '--D_attn', '0', '--dim_z
 def _roots(tmp):
     return ['--weights_root', str(tmp / 'weights'), '--logs_root', str(tmp / 'logs'),
             '--samples_root', str(tmp / 'samples')]
-
-
-@pytest.fixture(scope='module')
-def hdf5_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp('data') / 'tiny.hdf5'
-    random_hdf5(str(path), n=24, size=32, n_classes=3, seed=0)
-    return str(path)
 
 
 def _hdf5_args(tmp, hdf5_file, *extra):
@@ -228,11 +221,13 @@ def test_kill_during_save_leaves_a_complete_checkpoint(tmp_path, phase, expected
     child.wait()
     folder = os.path.join(root, 'exp')
     checkpoints.recover(folder)
-    assert not [f for f in os.listdir(folder) if f.startswith('.')]
-    saved = checkpoints.safe_load(os.path.join(folder, 'state_dict.pth'))
+    # Nothing left but the folder's lock files (empty, held by no one).
+    assert not [f for f in os.listdir(folder) if f.startswith('.')
+                and f not in ('.lock', '.set-lock')]
+    saved = safe_load(os.path.join(folder, 'state_dict.pth'))
     assert saved['itr'] == expected_itr
     for stem in ('G', 'D'):
-        weights = checkpoints.safe_load(os.path.join(folder, f'{stem}.pth'))
+        weights = safe_load(os.path.join(folder, f'{stem}.pth'))
         assert torch.equal(weights['w'], torch.full((4,), float(expected_itr)))
 
 

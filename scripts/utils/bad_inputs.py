@@ -1,0 +1,252 @@
+"""Try every kind of bad input and fault on tiny runs and print a markdown table: the input, the
+exit status, the program's error line and what is left on disk.
+
+    python scripts/utils/bad_inputs.py [--out table.md]
+
+Each case runs a real program (train.py, sample.py, ...) in a fresh temporary folder, on data
+this script makes; a case passes when the program ends with one `error:` line and exit status 2
+(130 for Ctrl-C), no traceback, and the files it should keep are intact.
+"""
+import argparse
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
+
+import atomic  # noqa: E402
+from data_helpers import make_image_folder, random_hdf5  # noqa: E402
+
+TINY = ['--G_ch', '4', '--D_ch', '4', '--G_attn', '0', '--D_attn', '0', '--dim_z', '16',
+        '--batch_size', '4', '--num_D_steps', '1', '--num_workers', '0', '--pbar', 'none',
+        '--sv_log_interval', '0', '--test_every', '100000']
+
+
+class Case:
+    def __init__(self, tmp: str):
+        self.tmp = tmp
+        self.data = os.path.join(tmp, 'data.hdf5')
+        random_hdf5(self.data, n=16, size=32, n_classes=3, seed=0)
+
+    def roots(self):
+        return [arg for name in ('weights', 'logs', 'samples')
+                for arg in (f'--{name}_root', os.path.join(self.tmp, name))]
+
+    def train_args(self, *extra, name='run'):
+        return (['--dataset', 'HDF5', '--data_root', self.data] + TINY + self.roots()
+                + ['--experiment_name', name] + list(extra))
+
+    def run(self, program, args, wait_then=None):
+        command = [sys.executable, os.path.join(ROOT, program)] + args
+        if wait_then is None:
+            return subprocess.run(command, capture_output=True, text=True, cwd=self.tmp)
+        # SIGINT as at a terminal, even where this script runs with it ignored (a background job).
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, cwd=self.tmp, preexec_fn=lambda: signal.signal(
+                                       signal.SIGINT, signal.SIG_DFL))
+        wait_then(process)
+        out, err = process.communicate(timeout=120)
+        return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+    def folder(self, name='run'):
+        return os.path.join(self.tmp, 'weights', name)
+
+    def on_disk(self, name='run') -> str:
+        folder = self.folder(name)
+        files = sorted(f for f in os.listdir(folder) if f.endswith('.pth')) \
+            if os.path.isdir(folder) else []
+        if not files:
+            return 'no checkpoint'
+        try:
+            itr = torch.load(os.path.join(folder, 'state_dict.pth'), weights_only=False)['itr']
+            return f'{len(files)} files, checkpoint at itr {itr}'
+        except Exception:  # noqa: BLE001 - the table reports whatever is there
+            return f'{len(files)} files'
+
+
+def _trained(case: Case, name='run', *extra):
+    result = case.run('train.py', case.train_args('--num_iters', '2', '--save_every', '1',
+                                                  *extra, name=name))
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _jpeg(truncate: bool) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, 'JPEG')
+    data = buffer.getvalue()
+    return data[:len(data) // 2] if truncate else data
+
+
+def _folder_with(case: Case, name: str, content: bytes = None, empty_class=False) -> list:
+    root = os.path.join(case.tmp, 'images')
+    make_image_folder(root)
+    if content is not None:
+        with open(os.path.join(root, 'cat', name), 'wb') as f:
+            f.write(content)
+    if empty_class:
+        os.makedirs(os.path.join(root, 'zebra'))
+    return (['--dataset', 'ImageFolder', '--resolution', '32', '--data_root', root] + TINY
+            + case.roots())
+
+
+def _sigint_after_first_save(case):
+    def wait(process):
+        state = os.path.join(case.folder(), 'state_dict.pth')
+        deadline = time.time() + 120
+        while not os.path.exists(state) and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+    return wait
+
+
+def _nested_state(case: Case) -> None:
+    level = [torch.nn.ReLU()]
+    for _ in range(40):
+        level = [level, level]
+    torch.save({'itr': 1, 'config': {'x': level}}, os.path.join(case.folder(), 'state_dict.pth'))
+
+
+def _copy_file(folder: str, src: str, dst: str, dst_folder: str = '') -> None:
+    with open(os.path.join(folder, src), 'rb') as f:
+        data = f.read()
+    with open(os.path.join(dst_folder or folder, dst), 'wb') as f:
+        f.write(data)
+
+
+def _copy_between(case: Case, src_name: str, stem: str) -> None:
+    _copy_file(case.folder(src_name), stem, stem, case.folder())
+
+
+# (description, set-up(case) -> (program, args, wait_then or None), expected exit status)
+CASES = [
+    ('unknown attention resolution --G_attn 128 (32 x 32)',
+     lambda c: ('train.py', c.train_args('--G_attn', '128'))),
+    ('--batch_size 0', lambda c: ('train.py', c.train_args('--batch_size', '0'))),
+    ('--G_lr -1', lambda c: ('train.py', c.train_args('--G_lr', '-1'))),
+    ('--dataset nope', lambda c: ('train.py', ['--dataset', 'nope'] + c.roots())),
+    ('--G_nl gelu (no such activation)', lambda c: ('train.py', c.train_args('--G_nl', 'gelu'))),
+    ('--loss wgan (no such loss)', lambda c: ('train.py', c.train_args('--loss', 'wgan'))),
+    ('--amp fp16 on the CPU', lambda c: ('train.py', c.train_args('--amp', 'fp16'))),
+    ('--G_fp16 on the CPU (the original flag)',
+     lambda c: ('train.py', c.train_args('--G_fp16'))),
+    ('--experiment_name ../x', lambda c: ('train.py', c.train_args(name='../x'))),
+    ('--experiment_name /tmp/abs', lambda c: ('train.py', c.train_args(name='/tmp/abs'))),
+    ('--experiment_name of 256 characters',
+     lambda c: ('train.py', c.train_args(name='a' * 256))),
+    ('--hier without --G_shared', lambda c: ('train.py', c.train_args('--hier'))),
+    ('--which_best FID with --no_fid',
+     lambda c: ('train.py', c.train_args('--which_best', 'FID', '--no_fid'))),
+    ('--logstyle "%d %d"', lambda c: ('train.py', c.train_args('--logstyle', '%d %d'))),
+    ('--device tpu', lambda c: ('train.py', c.train_args('--device', 'tpu'))),
+    ('--data_root that does not exist',
+     lambda c: ('train.py', ['--dataset', 'I32', '--data_root', 'nowhere'] + TINY + c.roots())),
+    ('HDF5 file of random bytes', lambda c: (
+        open(os.path.join(c.tmp, 'bad.hdf5'), 'wb').write(os.urandom(2048)),
+        ('train.py', ['--dataset', 'HDF5', '--data_root', os.path.join(c.tmp, 'bad.hdf5')]
+         + TINY + c.roots()))[1]),
+    ('image folder with an empty class folder',
+     lambda c: ('train.py', _folder_with(c, '', empty_class=True))),
+    ('image folder with a truncated JPEG',
+     lambda c: ('train.py', _folder_with(c, 'broken.jpg', _jpeg(truncate=True)))),
+    ('image folder with a text file named .jpg',
+     lambda c: ('train.py', _folder_with(c, 'notes.jpg', b'just text'))),
+    ('--resume with no checkpoint', lambda c: ('train.py', c.train_args('--resume'))),
+    ('fresh start over an existing checkpoint (no --resume)',
+     lambda c: (_trained(c), ('train.py', c.train_args('--num_iters', '3')))[1]),
+    ('a second trainer on a folder in use', lambda c: (
+        c.__setattr__('held', atomic.RunLock(c.folder(), 'another trainer').acquire()),
+        ('train.py', c.train_args('--num_iters', '1')))[1]),
+    ('--weights_root is a file', lambda c: (
+        open(os.path.join(c.tmp, 'afile'), 'w').write('x'),
+        ('train.py', c.train_args('--weights_root', os.path.join(c.tmp, 'afile'))))[1]),
+    ('--resume: state_dict.pth holds G weights', lambda c: (
+        _trained(c), _copy_file(c.folder(), 'G.pth', 'state_dict.pth'),
+        ('train.py', c.train_args('--resume', '--num_iters', '3')))[2]),
+    ('--resume: D_optim.pth of another width', lambda c: (
+        _trained(c), _trained(c, 'wide', '--D_ch', '8'), _copy_between(c, 'wide', 'D_optim.pth'),
+        ('train.py', c.train_args('--resume', '--num_iters', '3')))[3]),
+    ('--resume: G.pth of another width', lambda c: (
+        _trained(c), _trained(c, 'wide', '--G_ch', '8'), _copy_between(c, 'wide', 'G.pth'),
+        ('train.py', c.train_args('--resume', '--num_iters', '3')))[3]),
+    ('--resume --load_weights copy1 with copy0 G mixed in', lambda c: (
+        _trained(c), os.replace(os.path.join(c.folder(), 'G_copy0.pth'),
+                                os.path.join(c.folder(), 'G_copy1.pth')),
+        ('train.py', c.train_args('--resume', '--load_weights', 'copy1', '--num_iters', '3')))[2]),
+    ('--resume: 2 KB state_dict.pth nested 40 levels (each level twice)', lambda c: (
+        _trained(c), _nested_state(c), ('train.py', c.train_args('--resume')))[2]),
+    ('--resume: truncated G.pth', lambda c: (
+        _trained(c), open(os.path.join(c.folder(), 'G.pth'), 'r+b').truncate(100),
+        ('train.py', c.train_args('--resume', '--num_iters', '3')))[2]),
+    ('--G_lr 3e38 --save_every 1 (weights become Inf)',
+     lambda c: ('train.py', c.train_args('--G_lr', '3e38', '--save_every', '1',
+                                        '--num_iters', '3'))),
+    ('Ctrl-C (SIGINT) while training', lambda c: (
+        'train.py', c.train_args('--num_iters', '100000', '--save_every', '2',
+                                 '--test_every', '10000000'), _sigint_after_first_save(c)),
+     130),
+    ('sample.py --G_weights that does not exist',
+     lambda c: ('sample.py', ['--dataset', 'C10', '--G_weights', 'nowhere.pth'] + TINY)),
+    ('sample.py --use_ema on a run trained without --ema', lambda c: (
+        _trained(c), ('sample.py', c.train_args('--use_ema', '--sample_random')))[1]),
+    ('sample.py --sample_num_npz 0',
+     lambda c: ('sample.py', c.train_args('--sample_npz', '--sample_num_npz', '0'))),
+    ('sample.py --config_from_name on a missing run',
+     lambda c: ('sample.py', c.train_args('--config_from_name', name='ghost'))),
+    ('make_hdf5.py without the image folder',
+     lambda c: ('make_hdf5.py', ['--dataset', 'I32', '--data_root', 'nowhere'])),
+    ('calculate_inception_moments.py, Inception weights missing (offline)',
+     lambda c: ('calculate_inception_moments.py',
+                ['--dataset', 'HDF5', '--data_root', c.data, '--num_workers', '0',
+                 '--inception_weights', 'missing.pth'])),
+    ('plot_logs.py on an experiment with no logs',
+     lambda c: ('logs/plot_logs.py', ['--logs_root', c.tmp, '--experiment_name', 'ghost'])),
+]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default='', help='also write the table to this file')
+    args = parser.parse_args(argv)
+    rows = ['| # | bad input or fault | exit | error line | on disk afterwards | ok |',
+            '| --- | --- | --- | --- | --- | --- |']
+    failures = 0
+    for number, (what, setup, *expected) in enumerate(CASES, 1):
+        expected = expected[0] if expected else 2
+        with tempfile.TemporaryDirectory() as tmp:
+            case = Case(tmp)
+            program, program_args, *wait = setup(case)
+            result = case.run(program, program_args, wait[0] if wait else None)
+            errors = [line for line in result.stderr.splitlines() if line.startswith('error')]
+            message = errors[-1] if errors else (result.stderr.strip().splitlines() or [''])[-1]
+            ok = (result.returncode == expected and 'Traceback' not in result.stderr
+                  and len(errors) <= 1 and (errors or expected == 130))
+            failures += not ok
+            disk = case.on_disk()
+            message = message.replace(tmp, '<tmp>').replace('|', '/')
+            if len(message) > 160:
+                message = message[:157] + '...'
+            rows.append(f'| {number} | {what} | {result.returncode} | {message} | {disk} | '
+                        f'{"yes" if ok else "NO"} |')
+            print(rows[-1], flush=True)
+    table = '\n'.join(rows)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(table + '\n')
+    print(f'\n{len(CASES) - failures} of {len(CASES)} cases end as they should')
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
