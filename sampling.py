@@ -4,8 +4,11 @@
 `save_image` on current PyTorch): plain tensors from its own seeded generator, so runs are
 reproducible and resume exactly. Sheets and the npz export keep the original's file names and
 layouts (its utils.sample_sheet / interp_sheet, sample.py); every file is written atomically.
+`rng_state` / `restore_rng`: every random state a checkpoint keeps, so a resumed run goes on
+exactly.
 """
 import os
+import random
 from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -14,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+import distributed
 from atomic import atomic_write
 
 
@@ -181,3 +185,40 @@ def interp_sheet(G: nn.Module, num_per_sheet: int, num_midpoints: int, num_class
     path = os.path.join(folder, name)
     save_image(images, path, nrow=m)
     return path
+
+
+# ------------------------------------------------------------------------------------------------
+# The random states of a run
+# ------------------------------------------------------------------------------------------------
+
+def rng_state(train_sampler: 'NoiseSampler') -> dict:
+    """Every random state a resumed run needs to continue exactly."""
+    np_state = np.random.get_state()
+    state = {'torch': torch.get_rng_state(),
+             'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)),
+                       'pos': int(np_state[2]), 'has_gauss': int(np_state[3]),
+                       'cached_gaussian': float(np_state[4])},
+             'python': random.getstate(),
+             'sampler': train_sampler.state_dict()}
+    # One process per GPU does not save the CUDA states: reading them would open a context on
+    # every GPU from each process, and training draws no random numbers on the GPU.
+    if torch.cuda.is_available() and distributed.world_size() == 1:
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, train_sampler: 'NoiseSampler') -> None:
+    """Put back the states saved by `rng_state` (absent in the original's checkpoints)."""
+    if not state:
+        print('Note: the checkpoint has no RNG state (written by the original code): the run '
+              'continues from its weights, with fresh noise')
+        return
+    torch.set_rng_state(state['torch'])
+    numpy = state['numpy']
+    np.random.set_state(('MT19937', numpy['keys'].numpy().astype(np.uint32), numpy['pos'],
+                         numpy['has_gauss'], numpy['cached_gaussian']))
+    python = state['python']
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    train_sampler.load_state_dict(state['sampler'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])

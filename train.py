@@ -7,7 +7,6 @@ states and data position all come back from the checkpoint.
 """
 import functools
 import os
-import random
 import shlex
 import sys
 import time
@@ -67,49 +66,6 @@ def build_models(config: dict, device: torch.device,
         ema = train_fns.EMA(G, G_ema, config['ema_decay'], config['ema_start'])
     G_optim, D_optim = make_optimizers(G, D, config, device, fast_adam)
     return train_fns.Models(G, D, G_optim, D_optim, model.G_D(G, D), G_ema, ema)
-
-
-def match_layout(optimizer: torch.optim.Optimizer) -> None:
-    """Give loaded optimizer state the memory layout of its parameter (a checkpoint holds
-    contiguous tensors; the multi-tensor and fused kernels want matching strides)."""
-    for param, state in optimizer.state.items():
-        for key, value in state.items():
-            if (torch.is_tensor(value) and value.shape == param.shape
-                    and value.stride() != param.stride()):
-                state[key] = torch.empty_like(param).copy_(value)
-
-
-def rng_state(train_sampler: sampling.NoiseSampler) -> dict:
-    """Every random state a resumed run needs to continue exactly."""
-    np_state = np.random.get_state()
-    state = {'torch': torch.get_rng_state(),
-             'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)),
-                       'pos': int(np_state[2]), 'has_gauss': int(np_state[3]),
-                       'cached_gaussian': float(np_state[4])},
-             'python': random.getstate(),
-             'sampler': train_sampler.state_dict()}
-    # One process per GPU does not save the CUDA states: reading them would open a context on
-    # every GPU from each process, and training draws no random numbers on the GPU.
-    if torch.cuda.is_available() and distributed.world_size() == 1:
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict, train_sampler: sampling.NoiseSampler) -> None:
-    """Put back the states saved by `rng_state` (absent in the original's checkpoints)."""
-    if not state:
-        print('Note: the checkpoint has no RNG state (written by the original code): the run '
-              'continues from its weights, with fresh noise')
-        return
-    torch.set_rng_state(state['torch'])
-    numpy = state['numpy']
-    np.random.set_state(('MT19937', numpy['keys'].numpy().astype(np.uint32), numpy['pos'],
-                         numpy['has_gauss'], numpy['cached_gaussian']))
-    python = state['python']
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    train_sampler.load_state_dict(state['sampler'])
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
 
 
 def saved_config(config: dict) -> dict:
@@ -206,10 +162,10 @@ def resume(config: dict, experiment_name: str, models: train_fns.Models, state_d
                                      experiment_name, config['load_weights'] or None,
                                      models.G_ema, G_optim=models.G_optim,
                                      D_optim=models.D_optim)
-    restore_rng(saved.get('rng'), noise)
+    sampling.restore_rng(saved.get('rng'), noise)
     apply_optimizer_flags(config, models)
-    match_layout(models.G_optim)
-    match_layout(models.D_optim)
+    train_fns.match_layout(models.G_optim)
+    train_fns.match_layout(models.D_optim)
 
 
 def make_loggers(config: dict, experiment_name: str, state_dict: dict):
@@ -444,7 +400,7 @@ def _test(run: Run, itr: int) -> None:
     sample = functools.partial(sampling.sample, which, sampler)
     train_fns.test(models, sampler, run.state_dict, config, sample, run.get_inception_metrics,
                    run.experiment_name, run.test_log,
-                   training_state={'rng': rng_state(run.noise)})
+                   training_state={'rng': sampling.rng_state(run.noise)})
 
 
 def _save(run: Run, itr: int) -> None:
@@ -461,7 +417,7 @@ def _save(run: Run, itr: int) -> None:
             train_fns.save_and_sample(models, eval_sampler(models.G, config, run.device, itr),
                                       run.fixed_z, run.fixed_y, run.state_dict, config,
                                       run.experiment_name,
-                                      training_state={'rng': rng_state(run.noise)})
+                                      training_state={'rng': sampling.rng_state(run.noise)})
     distributed.barrier()
 
 

@@ -124,6 +124,16 @@ def no_sync(module: nn.Module, skip: bool):
     return contextlib.nullcontext()
 
 
+def match_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer state the memory layout of its parameter (a checkpoint holds
+    contiguous tensors; the multi-tensor and fused kernels want matching strides)."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if (torch.is_tensor(value) and value.shape == param.shape
+                    and value.stride() != param.stride()):
+                state[key] = torch.empty_like(param).copy_(value)
+
+
 def prepare_batch(x: torch.Tensor, y: torch.Tensor, device: torch.device,
                   channels_last: bool = False):
     """Move a loader batch to the device without waiting (pinned memory), in the layout the
