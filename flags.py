@@ -268,6 +268,8 @@ NEW_FLAGS = [
       'train'),
     F('compile_mode', str, 'default', 'torch.compile mode (reduce-overhead: CUDA graphs)',
       'train', choices=('default', 'reduce-overhead', 'max-autotune')),
+    F('deterministic', FLAG, False, 'on CUDA: float32 matmuls and convolutions without TF32, '
+      'deterministic cuDNN algorithms and no autotuning (slower, reproducible)', 'train'),
     F('log_every', int, 1, 'read the training losses back from the device every N iterations '
       '(every iteration is still logged; N > 1 saves a wait per step)', 'train', limits='>= 1'),
 ]

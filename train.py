@@ -29,6 +29,7 @@ from sync_batchnorm import local_statistics
 
 # Elapsed time for --time_limit and the final report: immune to wall-clock jumps.
 clock = time.monotonic
+TIME_CHECK_EVERY = 10  # iterations between the ranks' --time_limit decisions under torchrun
 
 
 def make_optimizers(G, D, config: dict, device: torch.device, fast: bool = True):
@@ -371,8 +372,10 @@ def loop(run: Run) -> None:
             log.flush()
             _test(run, itr)
         # Every rank stops once any rank's clock has passed the limit, so all stop together.
-        out_of_time = bool(time_limit) and distributed.any_rank(
-            clock() - t_start >= time_limit, run.device)
+        # Under several processes the ranks decide every TIME_CHECK_EVERY iterations: the
+        # decision is an all-reduce the host waits for, which would stall every step.
+        if time_limit and (distributed.world_size() == 1 or itr % TIME_CHECK_EVERY == 0):
+            out_of_time = distributed.any_rank(clock() - t_start >= time_limit, run.device)
         if (itr % config['save_every'] == 0 or (num_iters and itr == num_iters)
                 or out_of_time):
             log.flush()

@@ -9,6 +9,7 @@ y)`), so tests can inject fixed noise.
 """
 import contextlib
 import functools
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional
@@ -52,31 +53,48 @@ def ortho(model: nn.Module, strength: float = 1e-4, blacklist: Iterable = ()) ->
 class EMA:
     """Exponential moving average of every parameter AND buffer of `source` into `target` (the
     original's utils.ema, same arguments): before `start_itr` the target is a copy (decay 0).
-    Tensors are looked up at every update, so casting or moving the models later is safe (the
-    original held stale references)."""
+
+    The tensor lists are cached and rebuilt whenever a tensor of either module was replaced or
+    re-allocated (moved or cast), so casting or moving the models later is safe (the original
+    held stale references); an update is one multi-tensor lerp.
+    """
 
     def __init__(self, source: nn.Module, target: nn.Module, decay: float = 0.9999,
                  start_itr: int = 0):
         self.source, self.target = source, target
         self.decay = decay
         self.start_itr = start_itr
+        self._lists, self._signature = None, None
         with torch.no_grad():
             target.load_state_dict(source.state_dict())
+
+    def _current(self):
+        """(float targets, float sources, integer pairs), by state_dict key."""
+        signature = tuple((t.data_ptr(), t.dtype) for module in (self.source, self.target)
+                          for t in itertools.chain(module.parameters(), module.buffers()))
+        if signature != self._signature:
+            source = self.source.state_dict()
+            floats, counters = ([], []), []
+            for key, target in self.target.state_dict().items():
+                if target.is_floating_point():
+                    floats[0].append(target)
+                    floats[1].append(source[key])
+                else:
+                    counters.append((target, source[key]))
+            self._lists, self._signature = (*floats, counters), signature
+        return self._lists
 
     @torch.no_grad()
     def update(self, itr: Optional[int] = None) -> None:
         decay = 0.0 if itr and itr < self.start_itr else self.decay
-        source = self.source.state_dict()
-        floats_t, floats_s = [], []
-        for key, target in self.target.state_dict().items():
-            if target.is_floating_point():
-                floats_t.append(target)
-                floats_s.append(source[key].to(target.dtype))
-            else:
-                target.copy_(source[key])  # integer counters are copied, not averaged
-        if floats_t:
-            torch._foreach_mul_(floats_t, decay)
-            torch._foreach_add_(floats_t, floats_s, alpha=1 - decay)
+        targets, sources, counters = self._current()
+        for target, source in counters:
+            target.copy_(source)  # integer counters are copied, not averaged
+        if targets:
+            # A source of another dtype (a half-precision G) is cast, the target kept.
+            sources = [s if s.dtype == t.dtype else s.to(t.dtype)
+                       for s, t in zip(sources, targets)]
+            torch._foreach_lerp_(targets, sources, 1 - decay)
 
 
 class _NoScaler:
@@ -118,7 +136,8 @@ class Precision:
 
 def no_sync(module: nn.Module, skip: bool):
     """DDP's no_sync (skip averaging the gradients of this backward) when `skip` and `module`
-    is DDP-wrapped; nothing otherwise."""
+    is DDP-wrapped (compiled or not); nothing otherwise."""
+    module = getattr(module, '_orig_mod', module)  # torch.compile's wrapper
     if skip and isinstance(module, nn.parallel.DistributedDataParallel):
         return module.no_sync()
     return contextlib.nullcontext()

@@ -280,11 +280,19 @@ def get_device(config: dict) -> torch.device:
 
 
 def setup_torch(config: dict) -> torch.device:
-    """Backend flags and seeding in one place. Returns the device."""
+    """Backend flags and seeding in one place. Returns the device.
+
+    On CUDA, float32 matmuls and convolutions use TF32 (10-bit mantissa products, float32
+    accumulation: the speed of the tensor cores; bf16 autocast goes further) and cuDNN picks
+    its fastest algorithms; --deterministic turns both off, for bit-reproducible runs."""
     device = get_device(config)
     seed_rng(config['seed'])
     if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
+        fast = not config.get('deterministic', False)
+        torch.backends.cuda.matmul.allow_tf32 = fast
+        torch.backends.cudnn.allow_tf32 = fast
+        torch.backends.cudnn.benchmark = fast
+        torch.backends.cudnn.deterministic = not fast
     return device
 
 

@@ -14,6 +14,8 @@ import contextlib
 from typing import Iterator, Optional
 
 import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
 import torch.nn as nn
 
 import distributed
@@ -37,6 +39,16 @@ def local_statistics() -> Iterator[None]:
         _LOCAL = previous
 
 
+def _sum_over_processes(x: torch.Tensor) -> torch.Tensor:
+    """A differentiable sum over every process (its gradient is the same sum of the gradients).
+    Through the functional collectives where they carry autograd (PyTorch 2.6 on): torch.compile
+    traces them into the graph, with no graph break; else through torch.distributed.nn."""
+    if hasattr(funcol, 'all_reduce_backward'):
+        return funcol.wait_tensor(funcol.all_reduce(x, 'sum', dist.group.WORLD))
+    from torch.distributed.nn.functional import all_reduce
+    return all_reduce(x)
+
+
 class SynchronizedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics span all processes; forward takes gain and bias."""
 
@@ -53,11 +65,10 @@ class SynchronizedBatchNorm2d(nn.BatchNorm2d):
         return out
 
     def _synchronized(self, x: torch.Tensor) -> torch.Tensor:
-        from torch.distributed.nn.functional import all_reduce
         x32 = x.float()
         count = torch.full((1,), x.numel() // x.size(1), dtype=torch.float32, device=x.device)
         packed = torch.cat([x32.sum([0, 2, 3]), (x32 * x32).sum([0, 2, 3]), count])
-        packed = all_reduce(packed)  # differentiable sum over processes
+        packed = _sum_over_processes(packed)
         c = x.size(1)
         total = packed[-1]
         mean = packed[:c] / total
@@ -65,7 +76,9 @@ class SynchronizedBatchNorm2d(nn.BatchNorm2d):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                # A tensor, not a float: reading the counter back would wait for the device
+                # (and break a compiled graph).
+                momentum = (1.0 / self.num_batches_tracked if self.momentum is None
                             else self.momentum)
                 unbiased = var * total / (total - 1).clamp_min(1)
                 self.running_mean.mul_(1 - momentum).add_(mean * momentum)
