@@ -12,10 +12,10 @@ from typing import Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import flags
 import layers
+from resample import upsample_nearest  # noqa: F401  (BigGANdeep and TFHub use it from here)
 
 # ------------------------------------------------------------------------------------------------
 # Arch tables (the original's G_arch / D_arch): channel multipliers per stage, and the
@@ -121,11 +121,6 @@ def check_attention_width(arch: dict, channels_key: str, arg: str) -> None:
         if arch['attention'][res] and ch < 8:
             raise ValueError(f'{arg}: attention at resolution {res} sees {ch} channels, fewer '
                              f'than the 8 it needs; raise the width or move the attention')
-
-
-def upsample_nearest(x: torch.Tensor) -> torch.Tensor:
-    """x2 nearest-neighbour upsampling used by every G block."""
-    return F.interpolate(x, scale_factor=2)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import layers
+import resample
 from BigGAN import (G_D, DiscriminatorBase, GeneratorBase, d_tables, select_arch,  # noqa: F401
                     takes_config, upsample_nearest)
 from BigGAN import G_arch as _biggan_G_arch
@@ -50,10 +51,12 @@ class GBlock(nn.Module):
         h = self.activation(self.bn2(h, y))
         if self.in_channels != self.out_channels:
             x = x[:, :self.out_channels]
+        if resample.fusable_upsample(h, self.conv2, self.upsample):
+            h = resample.upsample_conv(h, self.conv2)  # one transposed conv: 4/9 of the work
+        else:
+            h = self.conv2(h if self.upsample is None else self.upsample(h))
         if self.upsample is not None:
-            h = self.upsample(h)
             x = self.upsample(x)
-        h = self.conv2(h)
         h = self.conv3(self.activation(self.bn3(h, y)))
         h = self.conv4(self.activation(self.bn4(h, y)))
         return h + x

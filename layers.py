@@ -1,21 +1,26 @@
 """Building blocks shared by BigGAN and BigGAN-deep.
 
-Spectral normalization (a small mixin with visible `u`/`sv` buffers), the SN conv, linear and
-embedding layers, SA-GAN self-attention, the batch-norm family (class-conditional `ccbn`, plain
-`bn`, `myBN` with standing statistics), the BigGAN G and D residual blocks, weight init and the
-activation table. Every layer keeps the original's parameter and buffer names, so checkpoints
-move both ways.
+The SN conv, linear and embedding layers (from spectral_norm.py, importable from here), SA-GAN
+self-attention, the batch-norm family (class-conditional `ccbn`, plain `bn`, `myBN` with standing
+statistics), the BigGAN G and D residual blocks, weight init and the activation table. Every
+layer keeps the original's parameter and buffer names, so checkpoints move both ways.
 
 The models build every residual block from `which_block` (flags --G_block / --D_block pick one
 of G_BLOCKS / D_BLOCKS by name) and hand it the `which_conv` and `which_bn` partials. To try a new
 block, write it here and add it to G_BLOCKS or D_BLOCKS (README, "Try a new block").
 """
 import functools
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import resample
+# The SN layers live in spectral_norm.py; their names stay importable from here, as in the
+# original.
+from spectral_norm import (SN, SNConv2d, SNEmbedding, SNLinear, gram_schmidt,  # noqa: F401
+                           power_iteration, proj)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -65,138 +70,6 @@ def init_weights(module: nn.Module, init: str) -> None:
                 nn.init.xavier_uniform_(m.weight)
 
 
-# ------------------------------------------------------------------------------------------------
-# Spectral normalization
-# ------------------------------------------------------------------------------------------------
-
-def proj(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Projection of row vector x onto row vector y: (y.x) y / (y.y)."""
-    return torch.mm(y, x.t()) * y / torch.mm(y, y.t())
-
-
-def gram_schmidt(x: torch.Tensor, ys: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Remove from x its projection onto every vector of ys."""
-    for y in ys:
-        x = x - proj(x, y)
-    return x
-
-
-def power_iteration(W: torch.Tensor, u_list: List[torch.Tensor], update: bool = True,
-                    eps: float = 1e-12) -> Tuple[list, list, list]:
-    """One power-iteration step for each tracked singular pair of the matrix W.
-
-    The vectors are deflated against the ones already computed in this call (Gram-Schmidt), so
-    pair i converges to the i-th singular value. u and v are constants for autograd; the singular
-    values `v W^T u^T` carry the gradient through W (Miyato et al.). With `update`, the new u's are
-    written into the buffers in place.
-    """
-    us, vs, svs = [], [], []
-    for i, u in enumerate(u_list):
-        with torch.no_grad():
-            v = F.normalize(gram_schmidt(torch.matmul(u, W), vs), eps=eps)
-            vs.append(v)
-        # v W^T gives both the new u (no gradient) and the singular value v W^T u^T (with
-        # it): one pass over W instead of two, the same numbers.
-        vW = torch.matmul(v, W.t())
-        with torch.no_grad():
-            u = F.normalize(gram_schmidt(vW, us), eps=eps)
-            us.append(u)
-            if update:
-                u_list[i].copy_(u)
-        svs.append(torch.squeeze(torch.matmul(vW, u.t())))
-    return svs, us, vs
-
-
-class SN:
-    """Spectral-norm mixin for a layer with a `weight`.
-
-    Registers buffers `u0, sv0, u1, sv1, ...` (one pair per tracked singular value). `u` is updated
-    only in training mode; `sv` holds the latest singular values for logging. The effective weight
-    is `weight / sv0`. The power iteration runs in float32 even under autocast, so mixed precision
-    does not move sigma.
-    """
-
-    def __init__(self, num_svs: int, num_itrs: int, num_outputs: int, transpose: bool = False,
-                 eps: float = 1e-12):
-        if num_svs < 1 or num_itrs < 1:
-            raise ValueError(f'spectral norm needs num_svs >= 1 and num_itrs >= 1, got '
-                             f'num_svs={num_svs}, num_itrs={num_itrs}')
-        self.num_svs = num_svs
-        self.num_itrs = num_itrs
-        self.transpose = transpose
-        self.eps = eps
-        for i in range(num_svs):
-            self.register_buffer(f'u{i}', torch.randn(1, num_outputs))
-            self.register_buffer(f'sv{i}', torch.ones(1))
-
-    @property
-    def u(self) -> List[torch.Tensor]:
-        return [getattr(self, f'u{i}') for i in range(self.num_svs)]
-
-    @property
-    def sv(self) -> List[torch.Tensor]:
-        return [getattr(self, f'sv{i}') for i in range(self.num_svs)]
-
-    def W_(self) -> torch.Tensor:
-        """The spectrally normalized weight (runs the power iteration)."""
-        weight = self.weight
-        # Half-precision weights are promoted; float32 and float64 stay as they are.
-        w = weight.float() if weight.element_size() < 4 else weight
-        with torch.autocast(device_type=weight.device.type, enabled=False):
-            # reshape, not view: a channels_last weight is not contiguous (a copy, then).
-            W_mat = w.reshape(w.size(0), -1)
-            if self.transpose:
-                W_mat = W_mat.t()
-            for _ in range(self.num_itrs):
-                svs, _, _ = power_iteration(W_mat, self.u, update=self.training, eps=self.eps)
-            if self.training:
-                with torch.no_grad():
-                    for sv_buffer, sv in zip(self.sv, svs):
-                        sv_buffer.copy_(sv)
-            return (w / svs[0]).to(weight.dtype)
-
-
-class SNConv2d(nn.Conv2d, SN):
-    """Conv2d with spectral normalization."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=0,
-                 dilation=1, groups=1, bias: bool = True, num_svs: int = 1, num_itrs: int = 1,
-                 eps: float = 1e-12):
-        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
-                           dilation, groups, bias)
-        SN.__init__(self, num_svs, num_itrs, out_channels, eps=eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.W_(), self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
-
-
-class SNLinear(nn.Linear, SN):
-    """Linear layer with spectral normalization."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, num_svs: int = 1,
-                 num_itrs: int = 1, eps: float = 1e-12):
-        nn.Linear.__init__(self, in_features, out_features, bias)
-        SN.__init__(self, num_svs, num_itrs, out_features, eps=eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.W_(), self.bias)
-
-
-class SNEmbedding(nn.Embedding, SN):
-    """Embedding with spectral normalization of the (num_embeddings x dim) matrix."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None,
-                 norm_type: float = 2, scale_grad_by_freq: bool = False, sparse: bool = False,
-                 _weight=None, num_svs: int = 1, num_itrs: int = 1, eps: float = 1e-12):
-        nn.Embedding.__init__(self, num_embeddings, embedding_dim, padding_idx, max_norm,
-                              norm_type, scale_grad_by_freq, sparse, _weight)
-        SN.__init__(self, num_svs, num_itrs, num_embeddings, eps=eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.embedding(x, self.W_())
-
-
 # --G_param / --D_param: SN, or plain layers (`SVD`: the original's name, never implemented there).
 PARAMETERIZATIONS = ('SN', 'SVD', 'none')
 
@@ -220,9 +93,36 @@ def sn_layers(param: str, num_svs: int, num_itrs: int, eps: float, kernel_size: 
 # Self-attention
 # ------------------------------------------------------------------------------------------------
 
+def attention_explicit(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The original's attention: (N, c, HW) queries, (N, c, M) keys, (N, d, M) values ->
+    (N, d, HW); the scores are not scaled by 1/sqrt(c), and the softmax runs in float32
+    whatever the autocast dtype (float64 stays float64). It stores the N x HW x M score matrix."""
+    scores = torch.bmm(theta.transpose(1, 2), phi)
+    if scores.element_size() < 4:
+        scores = scores.float()
+    return torch.bmm(g, F.softmax(scores, -1).to(g.dtype).transpose(1, 2))
+
+
+def attention_sdpa(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The same through scaled_dot_product_attention (scale 1, as the original), which on CUDA
+    runs a fused kernel that never stores the score matrix (4 GiB for BigGAN-128's 64 x 64
+    attention at batch 256 in float32) and accumulates in float32. The query and key widths are
+    zero-padded to a multiple of 8, the alignment the fused kernels want (zeros add nothing to
+    the scores)."""
+    q, k, v = (t.transpose(1, 2).unsqueeze(1) for t in (theta, phi, g))
+    pad = -q.shape[-1] % 8
+    if pad:
+        q, k = F.pad(q, (0, pad)), F.pad(k, (0, pad))
+    return F.scaled_dot_product_attention(q, k, v, scale=1.0).squeeze(1).transpose(1, 2)
+
+
 class Attention(nn.Module):
     """SA-GAN non-local block: theta/phi project to ch/8, g to ch/2, o back to ch; phi and g are
-    max-pooled 2x2. The output is `gamma * o + x` with gamma starting at 0."""
+    max-pooled 2x2. The output is `gamma * o + x` with gamma starting at 0. On CUDA the attention
+    itself runs through `attention_sdpa` (`fused = False`: `attention_explicit`, the original's
+    computation, as on the CPU, where no fused kernel takes these shapes and the explicit form
+    is the faster one)."""
+    fused = True
 
     def __init__(self, ch: int, which_conv: Callable = SNConv2d, name: str = 'attention'):
         super().__init__()
@@ -242,9 +142,8 @@ class Attention(nn.Module):
         theta = self.theta(x).reshape(n, self.ch // 8, h * w)
         phi = F.max_pool2d(self.phi(x), [2, 2]).reshape(n, self.ch // 8, h * w // 4)
         g = F.max_pool2d(self.g(x), [2, 2]).reshape(n, self.ch // 2, h * w // 4)
-        # The softmax runs in float32 whatever the autocast dtype.
-        beta = F.softmax(torch.bmm(theta.transpose(1, 2), phi).float(), -1).to(g.dtype)
-        o = self.o(torch.bmm(g, beta.transpose(1, 2)).reshape(n, self.ch // 2, h, w))
+        attend = attention_sdpa if self.fused and x.is_cuda else attention_explicit
+        o = self.o(attend(theta, phi, g).reshape(n, self.ch // 2, h, w))
         return self.gamma * o + x
 
 
@@ -492,8 +391,10 @@ def accumulate_standing_stats(net: nn.Module, z: torch.Tensor, y: torch.Tensor, 
 # ------------------------------------------------------------------------------------------------
 
 class GBlock(nn.Module):
-    """BigGAN G block: BN-act-(up)-conv3x3-BN-act-conv3x3, plus a 1x1 shortcut applied after the
-    upsampling when the channel count changes or the block upsamples."""
+    """BigGAN G block: BN-act-(up)-conv3x3-BN-act-conv3x3, plus a 1x1 shortcut when the channel
+    count changes or the block upsamples. Upsampling and conv1 run as one transposed convolution
+    and the shortcut conv runs before the upsampling (resample.py: the same numbers, 4/9 and 1/4
+    of the work)."""
 
     def __init__(self, in_channels: int, out_channels: int, which_conv: Callable = nn.Conv2d,
                  which_bn: Callable = bn, activation: Optional[nn.Module] = None,
@@ -510,16 +411,25 @@ class GBlock(nn.Module):
         self.bn1 = which_bn(in_channels)
         self.bn2 = which_bn(out_channels)
 
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        # The original upsamples, then convolves; a 1x1 conv commutes with the upsampling.
+        conv_first = self.learnable_sc and resample.pointwise(self.conv_sc)
+        if conv_first:
+            x = self.conv_sc(x)
+        if self.upsample is not None:
+            x = self.upsample(x)
+        if self.learnable_sc and not conv_first:
+            x = self.conv_sc(x)
+        return x
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.activation(self.bn1(x, y))
-        if self.upsample is not None:
-            h = self.upsample(h)
-            x = self.upsample(x)
-        h = self.conv1(h)
+        if resample.fusable_upsample(h, self.conv1, self.upsample):
+            h = resample.upsample_conv(h, self.conv1)
+        else:
+            h = self.conv1(h if self.upsample is None else self.upsample(h))
         h = self.conv2(self.activation(self.bn2(h, y)))
-        if self.learnable_sc:
-            x = self.conv_sc(x)
-        return h + x
+        return h + self.shortcut(x)
 
 
 class DBlock(nn.Module):
@@ -527,6 +437,8 @@ class DBlock(nn.Module):
 
     `wide` makes the hidden width out_channels (else in_channels, the SN-GAN pattern). The first
     block of D is not pre-activated and pools before its shortcut conv (the "optimized" block).
+    conv2 and the pooling run as one strided convolution, and the shortcut conv always after the
+    pooling (resample.py: the same numbers, 4/9 and 1/4 of the work).
     """
 
     def __init__(self, in_channels: int, out_channels: int, which_conv: Callable = SNConv2d,
@@ -545,24 +457,28 @@ class DBlock(nn.Module):
             self.conv_sc = which_conv(in_channels, out_channels, kernel_size=1, padding=0)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if self.preactivation:
-            if self.learnable_sc:
-                x = self.conv_sc(x)
-            if self.downsample is not None:
-                x = self.downsample(x)
-        else:
-            if self.downsample is not None:
-                x = self.downsample(x)
-            if self.learnable_sc:
-                x = self.conv_sc(x)
+        # The original's pre-activated blocks convolve, then pool; a 1x1 conv commutes with the
+        # pooling, so every block pools first where the conv is 1x1.
+        conv_first = (self.learnable_sc and self.preactivation
+                      and not resample.pointwise(self.conv_sc))
+        if conv_first:
+            x = self.conv_sc(x)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        if self.learnable_sc and not conv_first:
+            x = self.conv_sc(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Out-of-place ReLU whatever D_nl says: x is still needed by the shortcut.
         h = F.relu(x) if self.preactivation else x
-        h = self.conv2(self.activation(self.conv1(h)))
-        if self.downsample is not None:
-            h = self.downsample(h)
+        h = self.activation(self.conv1(h))
+        if resample.fusable_avgpool(h, self.conv2, self.downsample):
+            h = resample.conv_avgpool(h, self.conv2)
+        else:
+            h = self.conv2(h)
+            if self.downsample is not None:
+                h = self.downsample(h)
         return h + self.shortcut(x)
 
 
