@@ -6,11 +6,14 @@
 
 Configs: `i128` (launch_BigGAN_bs256x8.sh's model, one accumulation), `deep128`
 (launch_BigGAN_deep.sh's), `c10` (launch_cifar_ema.sh: batch 50, 4 D steps, EMA) and `sample`
-(G_ema of i128 drawing images in eval mode). A training iteration is what `train.py` runs:
-the D steps, the G step and the EMA update, through the same code. After a warm-up (which
-compiles, with --compile), the timed iterations run in blocks of --log_every, each ending with
-the read-back of the losses that train.py makes; the median block gives `s_per_iter`. FLOPs
-come from `torch.utils.flop_counter.FlopCounterMode` on one more, eager, iteration.
+(G_ema of i128 drawing images in eval mode, through sample.py's code). A training iteration is
+what `train.py` runs: the D steps, the G step and the EMA update, through the same code. After a
+warm-up (which compiles, with --compile), the timed iterations run in blocks of --log_every
+(train.py's default, 1, unless given), each ending with the read-back of the losses that
+train.py makes; the median block gives `s_per_iter`. FLOPs come from
+`torch.utils.flop_counter.FlopCounterMode` on one more, eager, iteration (`gflop_per_image`:
+per image of the batch); on GPUs `peak_reserved_gib` (the caching allocator's peak) sits beside
+the peak allocated.
 
 `--baseline` times the same code with every speed feature off: float32, eager, the models' own
 fused G_D, PyTorch's default Adam, noise copied from pageable memory and the losses read back
@@ -25,7 +28,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -54,12 +57,12 @@ C10 = ('--num_G_accumulations 1 --num_D_accumulations 1 --num_D_steps 4 --G_lr 2
        '--D_lr 2e-4 --dataset C10 --G_ortho 0.0 --G_attn 0 --D_attn 0 --G_init N02 --D_init N02 '
        '--ema --use_ema --ema_start 1000')
 CONFIGS = {'i128': I128, 'deep128': DEEP128, 'c10': C10, 'sample': I128}
-# Per device: batch size, warm-up iterations, timed iterations, iterations per read-back.
+# Per device: batch size, warm-up iterations, timed iterations.
 DEFAULTS = {
     'cuda': {'batch': {'i128': 256, 'deep128': 256, 'c10': 50, 'sample': 256},
-             'warmup': 5, 'iters': 30, 'log_every': 5},
+             'warmup': 5, 'iters': 30},
     'cpu': {'batch': {'i128': 2, 'deep128': 2, 'c10': 8, 'sample': 8},
-            'warmup': 1, 'iters': 3, 'log_every': 1},
+            'warmup': 1, 'iters': 3},
 }
 
 
@@ -168,25 +171,14 @@ def sampling_step(config: dict, device: torch.device, baseline: bool):
     G_ema = train.build_models(config, device).G_ema
     G_ema.eval()
     noise = sampling.NoiseSampler(G_ema.dim_z, config['n_classes'], config['G_batch_size'],
-                                  device if baseline else torch.device('cpu'), seed=0)
-    draw = G_ema
-    if not baseline:
-        noise = distributed.ShardedNoise(noise, device, distributed.rank(),
-                                         distributed.world_size())
-        if config['compile']:
-            draw = torch.compile(G_ema, mode=config['compile_mode'], dynamic=False)
-    precision = train_fns.Precision(config['amp'], device)
+                                  device, seed=0)
+    draw = G_ema if baseline else sampling.fast_G(G_ema, config)  # what sample.py draws from
 
-    @torch.no_grad()
     def step():
-        z, y = noise.sample()
-        with precision.autocast():
-            return {'images': draw(z, G_ema.shared(y))}
+        return {'images': sampling.sample(draw, noise)[0]}
 
-    @torch.no_grad()
     def eager_step():
-        z, y = noise.sample()
-        return G_ema(z, G_ema.shared(y))
+        return sampling.sample(G_ema, noise)
     return step, eager_step
 
 
@@ -214,11 +206,14 @@ def count_flops(eager_step: Callable) -> float:
     return float(counter.get_total_flops())
 
 
-def peak_memory_gib(device: torch.device) -> float:
-    """Peak GPU memory allocated while timing; on the CPU, the process's peak resident size."""
+def peak_memory_gib(device: torch.device) -> Tuple[float, Optional[float]]:
+    """(allocated, reserved): the peak GPU memory allocated while timing and the peak the
+    caching allocator reserved (what the card must have); on the CPU, the process's peak
+    resident size, and None."""
     if device.type == 'cuda':
-        return torch.cuda.max_memory_allocated(device) / 2 ** 30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+        return (torch.cuda.max_memory_allocated(device) / 2 ** 30,
+                torch.cuda.max_memory_reserved(device) / 2 ** 30)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, None  # KiB on Linux
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -240,12 +235,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
         kind = 'cuda' if device.type == 'cuda' else 'cpu'
         warmup = args.warmup if args.warmup >= 0 else DEFAULTS[kind]['warmup']
         iters = args.iters or DEFAULTS[kind]['iters']
-        log_every = 1 if args.baseline else (args.log_every or DEFAULTS[kind]['log_every'])
+        # train.py's default unless given (--baseline: every iteration, as the original).
+        log_every = 1 if args.baseline else (args.log_every or config['log_every'])
         log_every = min(log_every, iters)
         build = sampling_step if args.config == 'sample' else training_step
         step, eager_step = build(config, device, args.baseline)
         seconds = time_steps(step, device, warmup, iters, log_every)
-        memory = peak_memory_gib(device)
+        memory, reserved = peak_memory_gib(device)
         flops = count_flops(eager_step) * distributed.world_size()
         s_per_iter = statistics.median(seconds)
         batch = config['G_batch_size'] if args.config == 'sample' else config['batch_size']
@@ -253,12 +249,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
             'config': args.config, 'device': device_name(device),
             'images_per_s': round(batch * distributed.world_size() / s_per_iter, 2),
             's_per_iter': round(s_per_iter, 4), 'peak_mem_gib': round(memory, 2),
+            'peak_reserved_gib': None if reserved is None else round(reserved, 2),
             'tflops': round(flops / s_per_iter / 1e12, 3),
             'batch_size': batch, 'processes': distributed.world_size(),
             'baseline': args.baseline, 'amp': config['amp'],
             'channels_last': config['channels_last'], 'compile': config['compile'],
             'iters': len(seconds) * log_every, 'log_every': log_every,
-            'gflop_per_iter': round(flops / 1e9, 2), 'torch': torch.__version__}
+            'gflop_per_iter': round(flops / 1e9, 2),
+            'gflop_per_image': round(flops / 1e9 / (batch * distributed.world_size()), 2),
+            'torch': torch.__version__}
         if distributed.is_main():
             print(json.dumps(record), flush=True)
         finished = True

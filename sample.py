@@ -271,7 +271,7 @@ def load(config: dict) -> Tuple[nn.Module, dict, torch.device]:
     print(f'Experiment name is {utils.experiment_name(config)}')
     G, state = load_generator(config, device)
     prepare_mode(G, config, device)
-    return G, state, device
+    return sampling.fast_G(G, config), state, device
 
 
 def run(config: dict) -> dict:

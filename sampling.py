@@ -91,6 +91,43 @@ def sample(G: nn.Module, sampler: NoiseSampler, n: Optional[int] = None):
     return G(z, G.shared(y)).float(), y
 
 
+class FastG(nn.Module):
+    """G as sample.py, the metrics and bench.py draw from it, on the fast path the speed flags
+    ask for: channels-last weights (--channels_last), a compiled forward (--compile, static
+    shapes) and autocast (--amp; images come back float32). G's attributes (`shared`,
+    `dim_z`, ...) read through, so every helper here takes either."""
+
+    def __init__(self, G: nn.Module, amp: str = 'none', channels_last: bool = False,
+                 compile_mode: Optional[str] = None):
+        super().__init__()
+        if channels_last:
+            G.to(memory_format=torch.channels_last)
+        self.G = G
+        self.forward_G = torch.compile(G, mode=compile_mode, dynamic=False) \
+            if compile_mode else G
+        self.dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
+        self.train(G.training)  # the wrapper's mode is G's (eval mode, standing statistics)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules['G'], name)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(z.device.type, dtype=self.dtype or torch.float32,
+                            enabled=self.dtype is not None):
+            return self.forward_G(z, y).float()
+
+
+def fast_G(G: nn.Module, config: dict) -> nn.Module:
+    """`G` wrapped in FastG when a speed flag is set, else `G` itself."""
+    if config['amp'] == 'none' and not config['channels_last'] and not config['compile']:
+        return G
+    return FastG(G, config['amp'], config['channels_last'],
+                 config['compile_mode'] if config['compile'] else None)
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] -> uint8, rounded to the nearest of the 256 levels as a saved image
     is (the original's npz truncated, moving 1 in 255 levels down); the same quantization as

@@ -1,6 +1,8 @@
 """sample.py's pieces on stubs and tiny generators: sheet grids, interpolation endpoints, the
 truncated normal, standing statistics (and their reset in a truncation sweep), and the sample
 command line's parsing rules."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -235,3 +237,20 @@ def test_classes_parse_and_stay_in_range():
         sample_config.parse_classes('-1', 10)
     with pytest.raises(ValueError, match='comma-separated'):
         sample_config.parse_classes('cat,dog', 10)
+
+
+def test_the_fast_sampling_path_stays_close_to_float32():
+    """sample.py's G under --amp bf16 --channels_last: the same images to bf16 rounding, G's
+    mode kept, G's attributes read through."""
+    G = tiny_G().eval()
+    fast = sampling.fast_G(copy.deepcopy(G), {'amp': 'bf16', 'channels_last': True,
+                                              'compile': False, 'compile_mode': 'default'})
+    assert isinstance(fast, sampling.FastG) and not fast.training
+    assert fast.dim_z == G.dim_z and fast.shared is fast.G.shared
+    sampler = sampling.NoiseSampler(G.dim_z, 5, 8, seed=1)
+    exact, _ = sampling.sample(G, sampler)
+    sampler.load_state_dict(sampling.NoiseSampler(G.dim_z, 5, 8, seed=1).state_dict())
+    images, _ = sampling.sample(fast, sampler)
+    assert images.dtype == torch.float32
+    assert 0 < (images - exact).abs().max() < 0.05  # tanh outputs in [-1, 1]; bf16 really ran
+    assert sampling.fast_G(G, {'amp': 'none', 'channels_last': False, 'compile': False}) is G
