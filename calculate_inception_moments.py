@@ -4,9 +4,10 @@
 network over every image of the dataset (any dataset of `datasets.py`, including
 `--dataset ImageFolder --data_root DIR --resolution R`), prints the real data's Inception Score
 and writes an npz with the original's keys `mu` (2048,) and `sigma` (2048, 2048), plus
-`num_images`, `inception` (which network) and `kid_features` (a uniform random subset of the
-features, for KID). Unlike the original it streams: only float64 sums of the features and of
-their outer products are kept, never all activations. Under torchrun every process takes its
+`kid_features` (a uniform random subset of the features, for KID and precision / recall) and
+the provenance `inception` (which network), `dataset`, `resolution` and `num_images`. Unlike
+the original it streams: only float64 sums of the features and of their outer products are
+kept, never all activations. Under torchrun every process takes its
 share of the images and the sums are added up across processes; rank 0 writes the file.
 Entry points: `accumulate_statistics` (the core, on any iterable of (images, labels) batches),
 `run(config)`, `main()`.
@@ -26,8 +27,8 @@ from tqdm import tqdm
 from distributed import all_gather_rows, all_reduce_sum, rank, world_size
 from inception_metrics import ISAccumulator
 from inception_net import KINDS, check_kind
-from inception_utils import (Device, default_moments_path, forward_batches, load_inception_net,
-                             save_moments)
+from inception_utils import Device, forward_batches, load_inception_net
+from metric_inputs import dataset_stem, default_moments_path, save_moments
 from utils import exit_on_user_error
 
 
@@ -101,6 +102,7 @@ def accumulate_statistics(batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], 
     """Stream (images, labels) batches through `net`; return the dataset statistics.
 
     Returns a dict with `mu` (D,) and `sigma` (D, D) (unbiased) in float64, `num_images`,
+    `resolution` (the images' width, -1 if they had several),
     `kid_features` (up to `num_kid_features` rows, float32) and `IS_mean`/`IS_std` (None unless
     `num_images`, this process's image count, is given: the IS splits need it up front).
     Under torch.distributed the sums are added over all processes and every process gets the
@@ -111,7 +113,8 @@ def accumulate_statistics(batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], 
                        if num_images is not None and num_images >= num_splits else None)
     # Each process keeps its share, so the gathered subset has about num_kid_features rows.
     reservoir = _Reservoir(-(-num_kid_features // world_size()), seed + rank())
-    images = (batch[0] for batch in batches)
+    sizes = set()  # the image sizes seen (the moments' resolution)
+    images = (sizes.add(batch[0].shape[-1]) or batch[0] for batch in batches)
     with tqdm(total=num_images, unit='img', disable=not progress, file=sys.stderr) as bar:
         for pool, logits in forward_batches(net, images, device):
             features = pool.double()
@@ -136,7 +139,8 @@ def accumulate_statistics(batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], 
     mu = all_reduce_sum(total) / n
     sigma = (all_reduce_sum(outer) - n * torch.outer(mu, mu)) / (n - 1)
     stats = {'mu': mu.cpu().numpy(), 'sigma': sigma.cpu().numpy(), 'num_images': n,
-             'IS_mean': None, 'IS_std': None}
+             'IS_mean': None, 'IS_std': None,
+             'resolution': max(sizes) if len(sizes) == 1 else -1}  # -1: mixed sizes
     if inception_score is not None:
         for part in inception_score.sums():
             all_reduce_sum(part)
@@ -186,8 +190,11 @@ def run(config: dict) -> dict:
                   f'{stats["IS_mean"]:5.5f} +/- {stats["IS_std"]:5.5f}')
         else:
             print(f'No Inception Score: {num_images} images per process, fewer than 10 splits')
+        # Provenance: which network, data and size these moments describe (load_moments checks).
         arrays = {'mu': stats['mu'], 'sigma': stats['sigma'],
-                  'num_images': np.int64(stats['num_images']), 'inception': np.array(kind)}
+                  'num_images': np.int64(stats['num_images']), 'inception': np.array(kind),
+                  'dataset': np.array(dataset_stem(config['dataset'])),
+                  'resolution': np.int64(stats['resolution'])}
         if len(stats['kid_features']):
             arrays['kid_features'] = stats['kid_features']
         save_moments(path, **arrays)

@@ -259,6 +259,8 @@ NEW_FLAGS = [
       'moments.npz)', 'metrics'),
     F('use_kid', FLAG, False, 'also compute KID at each test (the moments file must hold KID '
       'features)', 'metrics'),
+    F('use_prdc', FLAG, False, 'also compute precision / recall (k = 3) and density / coverage '
+      '(k = 5) at each test, against the real features of the moments file', 'metrics'),
     # Speed (README: Speed and scale)
     F('amp', str, 'none', 'mixed precision (fp16: CUDA only, with loss scaling); SN, BN '
       'statistics, softmax and losses stay float32', 'train',

@@ -1,12 +1,18 @@
-"""The maths of IS, FID and KID, on arrays already computed (no network, no files).
+"""The maths of IS, FID, KID, precision/recall and density/coverage, on arrays already computed
+(no network, no files).
 
-- Inception Score: `calculate_inception_score` and its streaming form `ISAccumulator`
-  (10 consecutive splits of N // 10 rows, in order, remainder dropped, as improved-GAN's code).
+- Inception Score: `calculate_inception_score` and its streaming form `ISAccumulator`, over
+  consecutive splits by one of two rules: 'tf13', the original's inception_tf13.py (split i
+  holds rows i N // S up to (i + 1) N // S, every row used: the numbers papers report), and
+  'monitor', the original's PyTorch monitor (N // S rows per split, the remainder dropped).
 - Frechet distance: `calculate_frechet_distance` with scipy's exact `sqrtm` (reported numbers) or a
   fast float64 torch route through symmetric eigendecompositions (monitoring during training).
 - Kernel Inception Distance: `calculate_kid`, the unbiased MMD^2 with the cubic polynomial kernel
   `(x . y / d + 1) ** 3`, averaged over random subsets.
 - `feature_moments`: mean and unbiased covariance in float64.
+- Precision and recall (Kynkaanniemi et al. 2019, closed balls): `precision_recall`; density and
+  coverage (Naeem et al. 2020, open balls): `density_coverage`. Both rest on `knn_radii`, exact
+  float64 distances to the k-th nearest neighbour, computed `chunk` rows at a time.
 Inputs may be numpy arrays or torch tensors; torch work stays on the tensors' device.
 """
 import sys
@@ -25,28 +31,40 @@ def _as_float64(x: Array, device: Optional[torch.device] = None) -> torch.Tensor
 
 # --- Inception Score -------------------------------------------------------------------------
 
+IS_SPLIT_RULES = ('tf13', 'monitor')
+
+
 class ISAccumulator:
     """Inception Score over a stream of class-probability batches, without keeping them.
 
-    Row i of the stream (counting from 0) belongs to split i // (num_images // num_splits); rows
-    past num_splits whole splits are dropped, so the result equals scoring all rows at once.
-    Per split it keeps the sum of p, the sum of p log p and the row count, because
+    Row r of the stream (counting from 0) belongs to split floor(((r + 1) S - 1) / N) under the
+    'tf13' rule (the split i with i N // S <= r < (i + 1) N // S), or to split r // (N // S)
+    under 'monitor', which drops the rows past S whole splits; either way the result equals
+    scoring all rows at once. Per split it keeps the sum of p, the sum of p log p and the row
+    count, because
         mean_i KL(p_i || p_bar) = mean_i sum_j p_ij log p_ij - sum_j p_bar_j log p_bar_j.
     `sums()` exposes those tensors so that processes can add theirs together.
     """
 
-    def __init__(self, num_splits: int, num_images: int) -> None:
+    def __init__(self, num_splits: int, num_images: int, rule: str = 'monitor') -> None:
         if num_splits < 1:
             raise ValueError(f'num_splits must be at least 1; got {num_splits}')
         if num_images < num_splits:
             raise ValueError(f'the Inception Score needs at least num_splits={num_splits} '
                              f'images (one per split); got {num_images}')
-        self.num_splits = num_splits
+        if rule not in IS_SPLIT_RULES:
+            raise ValueError(f'IS split rule {rule!r} is not one of {list(IS_SPLIT_RULES)}')
+        self.num_splits, self.num_images, self.rule = num_splits, num_images, rule
         self.split_size = num_images // num_splits
         self.seen = 0
         self.sum_p: Optional[torch.Tensor] = None
         self.sum_plogp: Optional[torch.Tensor] = None
         self.count: Optional[torch.Tensor] = None
+
+    def _splits(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.rule == 'tf13':
+            return ((rows + 1) * self.num_splits - 1) // self.num_images
+        return rows // self.split_size
 
     def update(self, probs: Array) -> 'ISAccumulator':
         """Add a batch of N x C class probabilities (rows summing to 1)."""
@@ -57,7 +75,7 @@ class ISAccumulator:
             self.sum_p = p.new_zeros(self.num_splits, p.shape[1])
             self.sum_plogp = p.new_zeros(self.num_splits)
             self.count = p.new_zeros(self.num_splits)
-        split = torch.arange(self.seen, self.seen + len(p), device=p.device) // self.split_size
+        split = self._splits(torch.arange(self.seen, self.seen + len(p), device=p.device))
         self.seen += len(p)
         keep = split < self.num_splits
         p, split = p[keep], split[keep]
@@ -85,9 +103,11 @@ class ISAccumulator:
         return float(scores.mean()), float(scores.std(unbiased=False))
 
 
-def calculate_inception_score(pred: Array, num_splits: int = 10) -> Tuple[float, float]:
-    """IS of N x C class probabilities: mean and std over `num_splits` consecutive splits."""
-    return ISAccumulator(num_splits, len(pred)).update(pred).score()
+def calculate_inception_score(pred: Array, num_splits: int = 10,
+                              rule: str = 'monitor') -> Tuple[float, float]:
+    """IS of N x C class probabilities: mean and std over `num_splits` consecutive splits, cut
+    by `rule` ('tf13' or 'monitor', see ISAccumulator)."""
+    return ISAccumulator(num_splits, len(pred), rule).update(pred).score()
 
 
 # --- Frechet distance ------------------------------------------------------------------------
@@ -190,3 +210,105 @@ def calculate_kid(feats1: Array, feats2: Array, num_subsets: int = 100, subset_s
         mmds.append(within - 2 * k_xy.mean())
     mmds = torch.stack(mmds)
     return float(mmds.mean()), float(mmds.std(unbiased=False))
+
+
+# --- Precision, recall, density and coverage -------------------------------------------------
+
+def _pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # The matmul route, sqrt(|a|^2 + |b|^2 - 2 a.b), rounds: a point exactly on a k-NN sphere may
+    # land either side of it and a row's distance to its twin need not be 0. The direct route sums
+    # (a - b)^2, which is exact for equal rows and for small integer coordinates.
+    return torch.cdist(a, b, compute_mode='donot_use_mm_for_euclid_dist')
+
+
+def _feature_matrix(x: Array, name: str, device: Optional[torch.device] = None) -> torch.Tensor:
+    f = _as_float64(x, device)
+    if f.dim() != 2:
+        raise ValueError(f'{name} must be an N x D feature matrix; got shape {tuple(f.shape)}')
+    return f
+
+
+def _check_k_and_chunk(k: int, rows: int, name: str, chunk: int) -> None:
+    if not 1 <= k < rows:
+        raise ValueError(f'k must be at least 1 and less than the number of rows of {name} '
+                         f'({rows}); got k={k}')
+    if chunk < 1:
+        raise ValueError(f'chunk must be at least 1 row; got chunk={chunk}')
+
+
+def _feature_pair(real: Array, fake: Array) -> Tuple[torch.Tensor, torch.Tensor]:
+    device = next((x.device for x in (real, fake) if isinstance(x, torch.Tensor)), None)
+    r, f = _feature_matrix(real, 'real', device), _feature_matrix(fake, 'fake', device)
+    if r.shape[1] != f.shape[1]:
+        raise ValueError(f'real and fake must have the same feature size D; got shapes '
+                         f'{tuple(r.shape)} and {tuple(f.shape)}')
+    return r, f
+
+
+def knn_radii(features: Array, k: int, chunk: int = 1024) -> torch.Tensor:
+    """Distance from each of the N rows to its k-th nearest other row, in float64 (1 <= k < N).
+
+    The row itself is excluded; a duplicate row counts as a neighbour at distance 0. Each row's
+    distances to all N rows include its own 0, so the answer is their (k + 1)-th smallest; with
+    duplicates any of the zeros may play "self", which gives the same value. Distances are
+    computed for `chunk` rows at a time (chunk x N), never as the whole N x N matrix.
+    """
+    f = _feature_matrix(features, 'features')
+    _check_k_and_chunk(k, len(f), 'features', chunk)
+    return torch.cat([torch.kthvalue(_pairwise_distances(f[i:i + chunk], f), k + 1, dim=1).values
+                      for i in range(0, len(f), chunk)])
+
+
+def _inside_balls(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int,
+                  closed: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per point, how many balls (centres[i], radii[i]) hold it; per ball, whether any point is in.
+
+    A point p is in ball i when ||p - centres[i]|| <= radii[i] (closed) or < radii[i] (open).
+    `chunk` points at a time against all centres, so memory is chunk x len(centres).
+    """
+    counts = []
+    hit = torch.zeros(len(centres), dtype=torch.bool, device=centres.device)
+    for i in range(0, len(points), chunk):
+        d = _pairwise_distances(points[i:i + chunk], centres)
+        inside = d <= radii if closed else d < radii
+        counts.append(inside.sum(1))
+        hit |= inside.any(0)
+    return torch.cat(counts), hit
+
+
+def precision_recall(real: Array, fake: Array, k: int = 3,
+                     chunk: int = 1024) -> Tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) of N x D real, M x D fake features.
+
+    With r_k(x_i) the distance from x_i to its k-th nearest other row of its own set (`knn_radii`):
+        precision = (1 / M) #{j : ||f_j - r_i|| <= r_k(r_i) for some real i}
+        recall    = (1 / N) #{i : ||r_i - f_j|| <= r_k(f_j) for some fake j}
+    The balls are closed, as in the authors' code and the ADM (guided-diffusion) evaluator: a
+    point exactly on a sphere counts. Both sets need more than k rows; `chunk` rows at a time.
+    """
+    r, f = _feature_pair(real, fake)
+    _check_k_and_chunk(k, len(r), 'real', chunk)
+    _check_k_and_chunk(k, len(f), 'fake', chunk)
+    in_real, _ = _inside_balls(f, r, knn_radii(r, k, chunk), chunk, closed=True)
+    in_fake, _ = _inside_balls(r, f, knn_radii(f, k, chunk), chunk, closed=True)
+    return float((in_real > 0).double().mean()), float((in_fake > 0).double().mean())
+
+
+def density_coverage(real: Array, fake: Array, k: int = 5,
+                     chunk: int = 1024) -> Tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020) of N x D real and M x D fake features.
+
+    With r_k(r_i) the distance from real row i to its k-th nearest other real row (`knn_radii`):
+        density  = (1 / (k M)) sum_j #{i : ||f_j - r_i|| < r_k(r_i)}
+        coverage = (1 / N) #{i : ||f_j - r_i|| < r_k(r_i) for some fake j}
+    The balls are open (strict <), as in the authors' code: a fake point exactly on a real
+    point's sphere does not count. Only real rows get balls, so real needs more than k rows and
+    fake at least 1; `chunk` fake rows at a time.
+    """
+    r, f = _feature_pair(real, fake)
+    _check_k_and_chunk(k, len(r), 'real', chunk)
+    if len(f) < 1:
+        raise ValueError(f'fake must have at least 1 row; got shape {tuple(f.shape)}')
+    counts, covered = _inside_balls(f, r, knn_radii(r, k, chunk), chunk, closed=False)
+    # The count is an exact integer; dividing the int64 tensor would give float32.
+    return int(counts.sum()) / (k * len(f)), float(covered.double().mean())

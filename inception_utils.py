@@ -1,19 +1,19 @@
-"""Inception metrics for training, sampling and scoring: IS, FID and KID end to end.
+"""Inception metrics for training, sampling and scoring: IS, FID, KID, precision / recall and
+density / coverage, end to end.
 
 - `load_inception_net`: the TF-exact (default) or torchvision Inception with its weights.
 - `prepare_inception_metrics` -> `get_inception_metrics(sample, num_inception_images, ...)`, the
-  original's monitoring call: loads the net on its first call only, works on the CPU, gathers
-  features across processes under torch.distributed, and returns (IS_mean, IS_std, FID).
-- The moments file (`mu`, `sigma`, and optionally `kid_features`, `num_images`, `inception`):
-  `default_moments_path`, `load_moments`, `save_moments` (atomic).
-- Scoring without TensorFlow (replaces the original's `inception_tf13.py`):
+  original's monitoring call: works on the CPU, gathers features across processes under
+  torch.distributed, and returns (IS_mean, IS_std, FID); `start_up=True` loads the network
+  and checks the moments file at once, so a run that will test fails before it trains.
+- Scoring without TensorFlow (replaces the original's `inception_tf13.py`, with its IS splits):
   `python inception_utils.py --samples FILE.npz|DIR --moments_path M.npz` prints one JSON line.
-The maths lives in `inception_metrics.py`, the networks and weights in `inception_net.py`.
+The maths lives in `inception_metrics.py`, the networks and weights in `inception_net.py`, the
+moments files and sample formats in `metric_inputs.py`.
 """
 import argparse
 import itertools
 import json
-import os
 import sys
 from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -23,14 +23,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from atomic import atomic_write
 from distributed import all_gather_rows, rank, world_size
 from inception_metrics import (calculate_frechet_distance, calculate_inception_score,  # noqa: F401
-                               calculate_kid, feature_moments)
+                               calculate_kid, density_coverage, feature_moments,
+                               precision_recall)
 from inception_net import KINDS, build_inception_net, check_kind, load_weights, resolve_weights
+# The moments files and sample formats; their names stay importable from here.
+from metric_inputs import (IMAGE_EXTENSIONS, default_moments_path, load_moments,  # noqa: F401
+                           moments_command, npz_images, array_batches, sample_batches,
+                           save_moments)
 
 Device = Union[str, torch.device]  # 'cpu', 'cuda', 'cuda:1' or a torch.device
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.webp', '.tif', '.tiff')
 
 
 def load_inception_net(kind: str = 'tf', weights_path: Optional[str] = None,
@@ -55,65 +58,6 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device('cuda', torch.cuda.current_device())
     return torch.device('cpu')
-
-
-# --- the moments file ------------------------------------------------------------------------
-
-def default_moments_path(dataset: str) -> str:
-    """The original's file name: `<dataset without a trailing _hdf5>_inception_moments.npz`.
-
-    The original used `dataset.strip('_hdf5')`, which strips any of the characters _ h d f 5
-    from both ends (so 'C5' lost its 5); this removes the suffix only.
-    """
-    name = dataset[:-len('_hdf5')] if dataset.endswith('_hdf5') else dataset
-    return f'{name}_inception_moments.npz'
-
-
-def moments_command(dataset: str, kind: str, path: str) -> str:
-    """The command line that writes the moments file a run expects."""
-    return (f'python calculate_inception_moments.py --dataset {dataset} --data_root DIR '
-            f'--inception {kind} --moments_path {path}')
-
-
-def load_moments(path: str, kind: Optional[str] = None, need_kid: bool = False,
-                 hint: str = '') -> dict:
-    """Read a moments file: 'mu' (D,) and 'sigma' (D, D) as float64, plus 'kid_features' (K, D)
-    when the file has it. Raises a clear error for a missing file, a missing key, mismatched
-    shapes, or a file made with another `--inception` network than `kind`.
-    """
-    remedy = f' Make it with: {hint}' if hint else ''
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'Inception moments file {path} not found.{remedy}')
-    try:
-        with np.load(path) as f:
-            stored = {key: f[key] for key in f.files}
-    except Exception as err:
-        raise ValueError(f'Inception moments file {path} is not a readable npz ({err})') from err
-    wanted = ('mu', 'sigma') + (('kid_features',) if need_kid else ())
-    missing = [key for key in wanted if key not in stored]
-    if missing:
-        raise ValueError(f'Inception moments file {path} lacks {", ".join(missing)} (it has: '
-                         f'{", ".join(stored) or "nothing"}).{remedy}')
-    made_with = str(stored['inception']) if 'inception' in stored else None
-    if kind is not None and made_with is not None and made_with != kind:
-        raise ValueError(f'Inception moments file {path} was made with --inception {made_with}; '
-                         f'this run uses --inception {kind}, whose features differ')
-    mu = np.asarray(stored['mu'], np.float64).reshape(-1)
-    sigma = np.asarray(stored['sigma'], np.float64)
-    if sigma.shape != (len(mu), len(mu)):
-        raise ValueError(f'Inception moments file {path}: mu {mu.shape} and sigma {sigma.shape} '
-                         f'must be D and D x D')
-    moments = {'mu': mu, 'sigma': sigma}
-    if 'kid_features' in stored:
-        moments['kid_features'] = np.asarray(stored['kid_features'], np.float32)
-    return moments
-
-
-def save_moments(path: str, **arrays: np.ndarray) -> None:
-    """Write an npz atomically (atomic.atomic_write), so a reader never sees half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # np.savez into a file object: given a name, it would append '.npz' to it.
-    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 # --- features --------------------------------------------------------------------------------
@@ -156,23 +100,55 @@ def extract_features(net: nn.Module, batches: Iterable[torch.Tensor], device: De
 
 # --- the training-time metrics ---------------------------------------------------------------
 
+def is_split_rule(kind: str) -> str:
+    """The IS split rule of monitoring with `kind`: the torchvision network keeps the original
+    monitor's (N // splits rows per split, the rest dropped), so its numbers compare with the
+    original's logs; the TF network uses inception_tf13.py's (boundaries i N // splits, every
+    row used), the rule of the numbers papers report."""
+    return 'monitor' if kind == 'torchvision' else 'tf13'
+
+
+def real_features(moments: dict, net: nn.Module, device: Device, batch_size: int = 64,
+                  need: str = 'KID') -> np.ndarray:
+    """The real features a moments file keeps (`kid_features`), or those of an ADM reference
+    batch's images (`arr_0`), computed with `net`."""
+    if 'kid_features' in moments:
+        return moments['kid_features']
+    if 'reference_images' in moments:
+        x = npz_images(moments['reference_images'], 'reference batch')
+        return extract_features(net, array_batches(x, batch_size), device)[0].numpy()
+    raise ValueError(f'{need} needs real features: the moments file has neither kid_features '
+                     f'nor reference images (arr_0); remake it with calculate_inception_moments.py')
+
+
+def manifold_metrics(fake: torch.Tensor, real: np.ndarray) -> dict:
+    """Precision and recall (k = 3) and density and coverage (k = 5) of fake features against
+    real ones (see inception_metrics)."""
+    precision, recall = precision_recall(real, fake, k=3)
+    density, coverage = density_coverage(real, fake, k=5)
+    return {'precision': precision, 'recall': recall, 'density': density,
+            'coverage': coverage}
+
+
 class InceptionMetrics:
     """The original's `get_inception_metrics`, as a callable object (see
     `prepare_inception_metrics`). After each call `last` holds a dict with IS_mean, IS_std,
-    FID, KID_mean, KID_std (None unless use_kid) and num_images.
+    FID, KID_mean, KID_std (None unless use_kid), precision, recall, density, coverage (None
+    unless use_prdc) and num_images.
     """
 
     def __init__(self, moments_path: str, no_fid: bool = False, inception: str = 'tf', *,
                  inception_weights: Optional[str] = None, device: Optional[Device] = None,
-                 parallel: bool = False, use_kid: bool = False, net: Optional[nn.Module] = None,
-                 hint: str = '') -> None:
+                 parallel: bool = False, use_kid: bool = False, use_prdc: bool = False,
+                 net: Optional[nn.Module] = None, hint: str = '', dataset: Optional[str] = None,
+                 resolution: Optional[int] = None) -> None:
         self.kind = check_kind(inception)
         self.moments_path = moments_path
-        self.no_fid, self.use_kid = no_fid, use_kid
+        self.no_fid, self.use_kid, self.use_prdc = no_fid, use_kid, use_prdc
         self.weights_path, self.parallel = inception_weights, parallel
         self.device = torch.device(device) if device is not None else default_device()
-        self.hint = hint
-        self._net = net  # None until the first call (training start-up needs no weights)
+        self.hint, self.dataset, self.resolution = hint, dataset, resolution
+        self._net = net  # None until first needed
         self._reference: Optional[dict] = None
         self.last: Optional[dict] = None
 
@@ -184,10 +160,19 @@ class InceptionMetrics:
                                            self.parallel)
         return self._net
 
+    def needs_moments(self) -> bool:
+        return not self.no_fid or self.use_kid or self.use_prdc
+
     def reference(self) -> dict:
         """The dataset's moments, read on first use."""
         if self._reference is None:
-            self._reference = load_moments(self.moments_path, self.kind, self.use_kid, self.hint)
+            self._reference = load_moments(self.moments_path, self.kind, False, self.hint,
+                                           self.dataset, self.resolution)
+            for wanted, flag in ((self.use_kid, 'KID'), (self.use_prdc, 'precision / recall')):
+                if wanted and not {'kid_features', 'reference_images'} & set(self._reference):
+                    raise ValueError(f'Inception moments file {self.moments_path} lacks '
+                                     f'kid_features, which {flag} needs. Make it with: '
+                                     f'{self.hint}')
         return self._reference
 
     def __call__(self, sample: Callable[[], Tuple[torch.Tensor, torch.Tensor]],
@@ -206,11 +191,15 @@ class InceptionMetrics:
         say('Gathering activations...')
         per_process = -(-num_inception_images // world_size())
         images = (sample()[0] for _ in itertools.count())
-        pool, logits = extract_features(self.net, images, self.device, per_process)
+        # A bar on a terminal only: minutes of sampling at 50k images, no clutter in log files.
+        pool, logits = extract_features(self.net, images, self.device, per_process,
+                                        progress=bool(prints and rank() == 0
+                                                      and sys.stderr.isatty()))
         pool, logits = all_gather_rows(pool), all_gather_rows(logits)
         say('Calculating Inception Score...')
-        is_mean, is_std = calculate_inception_score(F.softmax(logits.double(), 1), num_splits)
-        fid, kid = 9999.0, (None, None)
+        is_mean, is_std = calculate_inception_score(F.softmax(logits.double(), 1), num_splits,
+                                                    rule=is_split_rule(self.kind))
+        fid = 9999.0
         if not self.no_fid:
             say('Calculating means and covariances...')
             mu, sigma = feature_moments(pool)
@@ -218,111 +207,86 @@ class InceptionMetrics:
             say('Covariances calculated, getting FID...')
             fid = calculate_frechet_distance(mu, sigma, reference['mu'], reference['sigma'],
                                              method='torch' if use_torch else 'scipy')
-        if self.use_kid:
-            kid = calculate_kid(pool, self.reference()['kid_features'])
-        self.last = {'IS_mean': is_mean, 'IS_std': is_std, 'FID': fid, 'KID_mean': kid[0],
-                     'KID_std': kid[1], 'num_images': len(pool)}
+        self.last = {'IS_mean': is_mean, 'IS_std': is_std, 'FID': fid, 'KID_mean': None,
+                     'KID_std': None, 'num_images': len(pool), 'precision': None,
+                     'recall': None, 'density': None, 'coverage': None}
+        if self.use_kid or self.use_prdc:
+            real = real_features(self.reference(), self.net, self.device)
+            if self.use_kid:
+                self.last['KID_mean'], self.last['KID_std'] = calculate_kid(pool, real)
+            if self.use_prdc:
+                self.last.update(manifold_metrics(pool, real))
         return is_mean, is_std, fid
 
 
 def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool = False,
                               moments_path: Optional[str] = None, inception: str = 'tf',
                               inception_weights: Optional[str] = None,
-                              device: Optional[Device] = None,
-                              use_kid: bool = False) -> InceptionMetrics:
+                              device: Optional[Device] = None, use_kid: bool = False, *,
+                              use_prdc: bool = False, resolution: Optional[int] = None,
+                              start_up: bool = False) -> InceptionMetrics:
     """Return `get_inception_metrics(sample, num_inception_images, num_splits=10, prints=True,
     use_torch=True) -> (IS_mean, IS_std, FID)` for `train.py` and `sample.py`.
 
-    Nothing heavy happens here: the network (and its weights) load on the first call. The
-    moments file (default `default_moments_path(dataset)`) is checked now, when FID or KID
-    needs it, so a missing one fails at start-up with the command that makes it.
+    The moments file (default `default_moments_path(dataset)`) is checked now, when FID, KID or
+    precision / recall need it, so a missing or mismatched one fails with the command that
+    makes it. With `start_up` the Inception weights are resolved and loaded now too (a run that
+    will test checks them before it builds anything); otherwise at the first call.
     """
     kind = check_kind(inception)
     path = moments_path or default_moments_path(dataset)
     hint = moments_command(dataset, kind, path)
     metrics = InceptionMetrics(path, no_fid, kind, inception_weights=inception_weights,
-                               device=device, parallel=parallel, use_kid=use_kid, hint=hint)
-    if not no_fid or use_kid:
+                               device=device, parallel=parallel, use_kid=use_kid,
+                               use_prdc=use_prdc, hint=hint, dataset=dataset,
+                               resolution=resolution)
+    if metrics.needs_moments():
         metrics.reference()
+    if start_up:
+        metrics.net
     return metrics
 
 
 # --- scoring saved samples -------------------------------------------------------------------
 
-def _npz_batches(path: str, batch_size: int) -> Tuple[int, Iterator[torch.Tensor]]:
-    """(count, batches) of the images under key 'x' of a sample.py npz (N x 3 x H x W)."""
-    with np.load(path) as f:
-        if 'x' not in f.files:
-            raise ValueError(f'--samples {path}: no key "x" (it has: {", ".join(f.files)})')
-        x = f['x']
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f'--samples {path}: "x" must be N x 3 x H x W; got shape {x.shape}')
-    batches = (torch.from_numpy(x[i:i + batch_size]) for i in range(0, len(x), batch_size))
-    return len(x), batches
-
-
-def _folder_batches(path: str, batch_size: int) -> Tuple[int, Iterator[torch.Tensor]]:
-    """(count, batches) of the image files below a folder, sorted, as uint8 N x 3 x H x W.
-
-    Consecutive images of one size share a batch; a change of size starts a new one.
-    """
-    from PIL import Image
-    files = sorted(os.path.join(root, name) for root, _, names in os.walk(path)
-                   for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
-    if not files:
-        raise ValueError(f'--samples {path}: no image files ({", ".join(IMAGE_EXTENSIONS)})')
-
-    def batches():
-        batch = []
-        for file in files:
-            with Image.open(file) as image:
-                x = torch.from_numpy(np.array(image.convert('RGB'))).permute(2, 0, 1)
-            if batch and (len(batch) == batch_size or batch[0].shape != x.shape):
-                yield torch.stack(batch)
-                batch = []
-            batch.append(x)
-        yield torch.stack(batch)
-    return len(files), batches()
-
-
 def score_samples(samples: str, moments_path: Optional[str] = None, inception: str = 'tf', *,
                   inception_weights: Optional[str] = None, batch_size: int = 64,
                   num_splits: int = 10, kid_subsets: int = 100, kid_subset_size: int = 1000,
                   device: Optional[Device] = None, net: Optional[nn.Module] = None) -> dict:
-    """IS, FID and KID of an npz of samples or a folder of images, FID with scipy's sqrtm.
+    """IS (inception_tf13.py's splits), FID (scipy's sqrtm), KID, precision / recall and
+    density / coverage of saved samples (metric_inputs: npz layouts, image folders).
 
-    FID and KID are None without a moments file; KID is None when the file has no
-    `kid_features` (older files, or ones made with --num_kid_features 0).
+    FID is None without a moments file; KID and the manifold metrics are None when the file
+    keeps no real features (`kid_features`, or an ADM batch's images `arr_0`).
     """
     kind = check_kind(inception)
     if batch_size < 1:
         raise ValueError(f'--batch_size must be at least 1; got {batch_size}')
     device = torch.device(device) if device is not None else default_device()
     moments = load_moments(moments_path, kind) if moments_path is not None else None
-    if os.path.isdir(samples):
-        count, batches = _folder_batches(samples, batch_size)
-    elif os.path.isfile(samples):
-        count, batches = _npz_batches(samples, batch_size)
-    else:
-        raise FileNotFoundError(f'--samples {samples}: no such npz file or folder')
+    count, batches = sample_batches(samples, batch_size)
     if count < num_splits:
         raise ValueError(f'--samples {samples}: {count} images are fewer than --num_splits '
                          f'{num_splits}')
     if net is None:
         net = load_inception_net(kind, inception_weights, device)
     pool, logits = extract_features(net, batches, device, progress=True, total=count)
-    is_mean, is_std = calculate_inception_score(F.softmax(logits.double(), 1), num_splits)
+    is_mean, is_std = calculate_inception_score(F.softmax(logits.double(), 1), num_splits,
+                                                rule='tf13')
     result = {'IS_mean': is_mean, 'IS_std': is_std, 'FID': None, 'KID_mean': None,
-              'KID_std': None, 'num_images': len(pool), 'inception': kind}
+              'KID_std': None, 'precision': None, 'recall': None, 'density': None,
+              'coverage': None, 'num_images': len(pool), 'inception': kind}
     if moments is not None:
         mu, sigma = feature_moments(pool)
         result['FID'] = calculate_frechet_distance(mu, sigma, moments['mu'], moments['sigma'])
-        if 'kid_features' in moments:
+        if {'kid_features', 'reference_images'} & set(moments):
+            real = real_features(moments, net, device, batch_size)
             result['KID_mean'], result['KID_std'] = calculate_kid(
-                pool, moments['kid_features'], kid_subsets, kid_subset_size)
+                pool, real, kid_subsets, kid_subset_size)
+            result.update(manifold_metrics(pool, real))
         else:
-            print(f'KID skipped: {moments_path} has no kid_features; remake it with '
-                  f'calculate_inception_moments.py', file=sys.stderr)
+            print(f'KID, precision / recall skipped: {moments_path} keeps no real features; '
+                  f'remake it with calculate_inception_moments.py', file=sys.stderr)
     return result
 
 
@@ -331,11 +295,13 @@ def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='IS / FID / KID of saved samples with the TF-exact Inception (one JSON line)')
     parser.add_argument('--samples', required=True,
-                        help='an npz with key x (uint8 N x 3 x H x W, as sample.py writes) or a '
-                             'folder of images')
+                        help='an npz with images under x (sample.py) or arr_0 (ADM): uint8 '
+                             'N x 3 x H x W or N x H x W x 3, or float in [-1, 1] or [0, 1]; '
+                             'or a folder of images')
     parser.add_argument('--moments_path', default=None,
-                        help='the dataset moments npz (calculate_inception_moments.py); without '
-                             'it only IS is computed')
+                        help='the dataset moments npz (calculate_inception_moments.py, the '
+                             "original's with --inception torchvision, or an ADM reference "
+                             'batch); without it only IS is computed')
     parser.add_argument('--inception', default='tf', choices=KINDS,
                         help='tf: the TF-exact network of published numbers (default); '
                              'torchvision: the original monitoring network')
@@ -351,11 +317,14 @@ def prepare_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Score --samples and print one JSON line."""
+    from utils import exit_on_user_error
     args = prepare_parser().parse_args(argv)
-    result = score_samples(args.samples, args.moments_path, args.inception,
-                           inception_weights=args.inception_weights, batch_size=args.batch_size,
-                           num_splits=args.num_splits, kid_subsets=args.kid_subsets,
-                           kid_subset_size=args.kid_subset_size, device=args.device)
+    with exit_on_user_error():
+        result = score_samples(args.samples, args.moments_path, args.inception,
+                               inception_weights=args.inception_weights,
+                               batch_size=args.batch_size, num_splits=args.num_splits,
+                               kid_subsets=args.kid_subsets,
+                               kid_subset_size=args.kid_subset_size, device=args.device)
     print(json.dumps(result))
 
 

@@ -11,6 +11,7 @@ Every output draws its noise from its own stream of `--seed` and starts from the
 (a G sampled in training mode updates its BN statistics and SN vectors), so an output is the
 same whatever else is asked for in the run.
 """
+import contextlib
 import functools
 import json
 import os
@@ -22,6 +23,7 @@ import torch.nn as nn
 
 import atomic
 import checkpoints
+import distributed
 import layers
 import loggers
 import sample_config
@@ -76,9 +78,14 @@ def load_generator(config: dict, device: torch.device) -> Tuple[nn.Module, dict]
 def noise(G: nn.Module, config: dict, device: torch.device, stream: int,
           **overrides) -> sampling.NoiseSampler:
     """The noise of one output: z ~ N(0, z_var^2), truncated at --truncation if given, labels
-    from --classes; seeded from (--seed, stream). `overrides` replace z_var / truncation."""
+    from --classes; seeded from (--seed, stream), and for the metrics under several processes
+    the rank too (each process draws its own share of the images). `overrides` replace
+    z_var / truncation."""
     settings = {'z_var': config['z_var'], 'truncation': config['truncation'], **overrides}
-    seed = int(np.random.SeedSequence([config['seed'], stream]).generate_state(1)[0])
+    entropy = [config['seed'], stream]
+    if stream == METRICS and distributed.world_size() > 1:
+        entropy.append(distributed.rank())
+    seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     return sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'], device,
                                  z_var=settings['z_var'],
                                  truncation=settings['truncation'] or 0.0, seed=seed,
@@ -117,14 +124,16 @@ def prepare_mode(G: nn.Module, config: dict, device: torch.device) -> None:
 # ------------------------------------------------------------------------------------------------
 
 def inception_metrics(config: dict, device: torch.device) -> Callable:
-    """IS/FID(/KID) for the metrics outputs; built only when one of them is asked for (the
-    original needed the Inception weights and moments file even to draw a sheet)."""
+    """IS/FID (KID, precision / recall) for the metrics outputs; built, with the Inception
+    weights loaded and the moments file checked, only when one of them is asked for (the
+    original needed both even to draw a sheet)."""
     import inception_utils
     return inception_utils.prepare_inception_metrics(
         config['dataset'], config['parallel'], config['no_fid'],
         moments_path=config['moments_path'] or None, inception=config['inception'],
         inception_weights=config['inception_weights'] or None, device=device,
-        use_kid=config['use_kid'])
+        use_kid=config['use_kid'], use_prdc=config['use_prdc'],
+        resolution=config['resolution'], start_up=True)
 
 
 def measure(G: nn.Module, sampler: sampling.NoiseSampler, config: dict, get_metrics: Callable,
@@ -145,13 +154,15 @@ def measure(G: nn.Module, sampler: sampling.NoiseSampler, config: dict, get_metr
         clauses.append(f"using {config['num_standing_accumulations']} standing stat "
                        f"accumulations")
     record = {'itr': int(itr), 'IS_mean': float(IS_mean), 'IS_std': float(IS_std),
-              'FID': float(FID)}
-    kid = ''
-    if last.get('KID_mean') is not None:
-        record.update(KID_mean=float(last['KID_mean']), KID_std=float(last['KID_std']))
-        kid = f", KID is {record['KID_mean']:.5f} +/- {record['KID_std']:.5f}"
+              'FID': float(FID), **train_fns.extra_metrics(get_metrics)}
+    extra = ''
+    if 'KID_mean' in record:
+        extra += f", KID is {record['KID_mean']:.5f} +/- {record['KID_std']:.5f}"
+    if 'precision' in record:
+        extra += ', ' + ', '.join(f'{key} {record[key]:.4f}' for key in
+                                  ('precision', 'recall', 'density', 'coverage'))
     print(', '.join(clauses) + f', Itr {itr}: Inception Score is {IS_mean:3.3f} +/- '
-          f'{IS_std:3.3f}, FID is {FID:5.4f}{kid}')
+          f'{IS_std:3.3f}, FID is {FID:5.4f}{extra}')
     return record
 
 
@@ -171,9 +182,11 @@ def truncation_curves(G: nn.Module, config: dict, device: torch.device, get_metr
             record = measure(G, noise(G, config, device, METRICS, **{key: value}), config,
                              get_metrics, itr)
         records.append({key: value, **record})
-        atomic.atomic_write_text(jsonl, ''.join(json.dumps(r) + '\n' for r in records))
-    plot_trunc_curves(records, key, os.path.join(folder, 'trunc_curves.png'))
-    print(f'Truncation curves: {jsonl}')
+        if distributed.is_main():
+            atomic.atomic_write_text(jsonl, ''.join(json.dumps(r) + '\n' for r in records))
+    if distributed.is_main():
+        plot_trunc_curves(records, key, os.path.join(folder, 'trunc_curves.png'))
+        print(f'Truncation curves: {jsonl}')
     return records
 
 
@@ -216,7 +229,6 @@ def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device,
     name = utils.experiment_name(config)
     folder = os.path.join(config['samples_root'], name)
     os.makedirs(folder, exist_ok=True)  # the original expected it to exist
-    sheets = (config['samples_root'], name, config['sample_sheet_folder_num'])
     progress = (None if config['pbar'] == 'none'
                 else functools.partial(loggers.progress, displaytype='eta'))
     out = {}
@@ -224,25 +236,12 @@ def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device,
         out['npz'] = os.path.join(folder, 'samples.npz')
         with train_fns.preserve_state(G):
             x, y = sampling.sample_npz(G, noise(G, config, device, NPZ),
-                                       config['sample_num_npz'], out['npz'], progress)
-        print(f"Saved x {x.shape} {x.dtype} and y {y.shape} {y.dtype} to {out['npz']}")
-    if config['sample_sheets']:
-        with train_fns.preserve_state(G):
-            out['sheets'] = sampling.sample_sheet(
-                G, config['classes_per_sheet'], config['n_classes'], 10, *sheets,
-                noise(G, config, device, SHEETS), classes=config['sample_classes'],
-                progress=progress)
-    if config['sample_interps']:
-        sampler = noise(G, config, device, INTERPS)
-        with train_fns.preserve_state(G):
-            out['interps'] = [sampling.interp_sheet(G, 16, 8, config['n_classes'], *sheets,
-                                                    sampler, fix_z=fix_z, fix_y=fix_y)
-                              for fix_z, fix_y in ((False, False), (False, True), (True, False))]
-    if config['sample_random']:
-        out['random'] = os.path.join(folder, 'random_samples.jpg')
-        with train_fns.preserve_state(G):
-            images, _ = sampling.sample(G, noise(G, config, device, RANDOM))
-        sampling.save_image(images, out['random'], nrow=int(config['G_batch_size'] ** 0.5))
+                                       config['sample_num_npz'], out['npz'],
+                                       progress and functools.partial(progress, desc='npz '))
+        if x is not None:
+            print(f"Saved x {x.shape} {x.dtype} and y {y.shape} {y.dtype} to {out['npz']}")
+    if distributed.is_main():  # the sheets are one process's work
+        out.update(write_sheets(G, config, device, progress))
     if wants_metrics(config):
         get_metrics = get_metrics or inception_metrics(config, device)
         if config['sample_inception_metrics']:
@@ -261,13 +260,44 @@ def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device,
     return out
 
 
+def write_sheets(G: nn.Module, config: dict, device: torch.device,
+                 progress: Optional[Callable]) -> dict:
+    """The class sheets, interpolation sheets and random sheet asked for (see write_outputs)."""
+    name = utils.experiment_name(config)
+    sheets = (config['samples_root'], name, config['sample_sheet_folder_num'])
+    out = {}
+    if config['sample_sheets']:
+        with train_fns.preserve_state(G):
+            out['sheets'] = sampling.sample_sheet(
+                G, config['classes_per_sheet'], config['n_classes'], 10, *sheets,
+                noise(G, config, device, SHEETS), classes=config['sample_classes'],
+                progress=progress and functools.partial(progress, desc='Class sheets '))
+    if config['sample_interps']:
+        sampler = noise(G, config, device, INTERPS)
+        kinds = ((False, False), (False, True), (True, False))
+        with train_fns.preserve_state(G):
+            out['interps'] = [sampling.interp_sheet(G, 16, 8, config['n_classes'], *sheets,
+                                                    sampler, fix_z=fix_z, fix_y=fix_y)
+                              for fix_z, fix_y in (progress(kinds, desc='Interpolations ')
+                                                   if progress else kinds)]
+    if config['sample_random']:
+        out['random'] = os.path.join(config['samples_root'], name, 'random_samples.jpg')
+        with train_fns.preserve_state(G):
+            images, _ = sampling.sample(G, noise(G, config, device, RANDOM))
+        sampling.save_image(images, out['random'], nrow=int(config['G_batch_size'] ** 0.5))
+    return out
+
+
 def wants_metrics(config: dict) -> bool:
     return bool(config['sample_inception_metrics'] or config['trunc_values'])
 
 
-def load(config: dict) -> Tuple[nn.Module, dict, torch.device]:
-    """Device, seeds, G loaded and in the mode asked for: everything before the outputs."""
-    device = utils.setup_torch(config)
+def load(config: dict, device: Optional[torch.device] = None
+         ) -> Tuple[nn.Module, dict, torch.device]:
+    """Device, seeds, G loaded and in the mode asked for: everything before the outputs.
+    `device`: this process's, where torchrun chose it (see `main`)."""
+    configured = utils.setup_torch(config)  # seeds and backend flags
+    device = device or configured
     print(f'Experiment name is {utils.experiment_name(config)}')
     G, state = load_generator(config, device)
     prepare_mode(G, config, device)
@@ -280,14 +310,28 @@ def run(config: dict) -> dict:
     return write_outputs(G, state, config, device)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> dict:
+    """sample.py. Under `torchrun --nproc_per_node N sample.py ...` every process draws its
+    share of the npz and of the metrics' images on its own GPU; rank 0 writes every file and
+    alone prints. Returns what write_outputs returns."""
+    finished = False
     with utils.exit_on_user_error():
         config = sample_config.parse_sample_config(argv)
-        print(dict(config))
-        G, state, device = load(config)
-        # A missing moments file stops the run now, not after an hour of sampling.
-        get_metrics = inception_metrics(config, device) if wants_metrics(config) else None
-        write_outputs(G, state, config, device, get_metrics)
+        device = distributed.setup(utils.get_device(config))
+        try:
+            with (contextlib.nullcontext() if distributed.is_main()
+                  else contextlib.redirect_stdout(open(os.devnull, 'w'))):
+                print(dict(config))
+                # Missing Inception weights or moments stop the run now, before G is loaded,
+                # not after an hour of sampling.
+                get_metrics = (inception_metrics(config, device) if wants_metrics(config)
+                               else None)
+                G, state, device = load(config, device)
+                out = write_outputs(G, state, config, device, get_metrics)
+            finished = True
+        finally:
+            distributed.teardown(wait=finished)
+    return out
 
 
 if __name__ == '__main__':

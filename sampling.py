@@ -92,20 +92,34 @@ def sample(G: nn.Module, sampler: NoiseSampler, n: Optional[int] = None):
 
 
 class FastG(nn.Module):
-    """G as sample.py, the metrics and bench.py draw from it, on the fast path the speed flags
-    ask for: channels-last weights (--channels_last), a compiled forward (--compile, static
-    shapes) and autocast (--amp; images come back float32). G's attributes (`shared`,
-    `dim_z`, ...) read through, so every helper here takes either."""
+    """G as sample.py, the training-time metrics and sheets, and bench.py draw from it, on the
+    fast path the flags ask for: channels-last weights (--channels_last), a compiled forward
+    (--compile, static shapes), autocast (--amp; images come back float32), and with
+    --parallel on several visible GPUs each batch split over them (DataParallel's scatter and
+    gather). A batch that does not fit in GPU memory is drawn in chunks, halved until they
+    fit; the chunk size is kept for later batches and said once. In eval mode chunks give the
+    same images as one batch; in training mode BN normalizes over each chunk. G's attributes
+    (`shared`, `dim_z`, ...) read through, so every helper here takes either."""
 
     def __init__(self, G: nn.Module, amp: str = 'none', channels_last: bool = False,
-                 compile_mode: Optional[str] = None):
+                 compile_mode: Optional[str] = None, parallel: bool = False):
         super().__init__()
         if channels_last:
             G.to(memory_format=torch.channels_last)
         self.G = G
+        device = next(G.parameters()).device
+        # Under torchrun each process drives its own GPU already.
+        self.replicas = (torch.cuda.device_count() if parallel and device.type == 'cuda'
+                         and distributed.world_size() == 1 else 1)
+        if compile_mode and self.replicas > 1:
+            # DataParallel replicates G's modules for every batch; a compiled G is not
+            # replicated, so the GPUs win here.
+            print(f'Note: sampling on {self.replicas} GPUs (--parallel) runs G uncompiled')
+            compile_mode = None
         self.forward_G = torch.compile(G, mode=compile_mode, dynamic=False) \
             if compile_mode else G
         self.dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
+        self.chunk: Optional[int] = None  # set by the first batch that does not fit
         self.train(G.training)  # the wrapper's mode is G's (eval mode, standing statistics)
 
     def __getattr__(self, name: str):
@@ -115,17 +129,39 @@ class FastG(nn.Module):
             return getattr(self._modules['G'], name)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        while True:
+            chunk = self.chunk or len(z)
+            try:
+                if chunk >= len(z):
+                    return self._draw(z, y)
+                return torch.cat([self._draw(z[i:i + chunk], y[i:i + chunk])
+                                  for i in range(0, len(z), chunk)])
+            except torch.cuda.OutOfMemoryError:
+                if chunk == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.chunk = -(-chunk // 2)
+                print(f'Note: a batch of {chunk} does not fit in GPU memory: G draws '
+                      f'{self.chunk} images at a time')
+
+    def _draw(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(z.device.type, dtype=self.dtype or torch.float32,
                             enabled=self.dtype is not None):
+            if self.replicas > 1:
+                return nn.parallel.data_parallel(self.G, (z, y)).float()
             return self.forward_G(z, y).float()
 
 
 def fast_G(G: nn.Module, config: dict) -> nn.Module:
-    """`G` wrapped in FastG when a speed flag is set, else `G` itself."""
-    if config['amp'] == 'none' and not config['channels_last'] and not config['compile']:
+    """`G` wrapped in FastG when a speed flag or --parallel is set, or G is on a GPU (which
+    may run out of memory), else `G` itself."""
+    on_gpu = next(G.parameters()).device.type == 'cuda'
+    if (config['amp'] == 'none' and not config['channels_last'] and not config['compile']
+            and not config.get('parallel') and not on_gpu):
         return G
     return FastG(G, config['amp'], config['channels_last'],
-                 config['compile_mode'] if config['compile'] else None)
+                 config['compile_mode'] if config['compile'] else None,
+                 parallel=bool(config.get('parallel')))
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -141,21 +177,59 @@ def sample_npz(G: nn.Module, sampler: NoiseSampler, num: int, path: str,
                progress: Optional[Callable[[Iterable], Iterable]] = None):
     """`num` samples in the original's samples.npz layout: `x` uint8 N x 3 x H x W,
     `y` int64 N, drawn in whole G batches and cut to `num`; written atomically. Returns
-    (x, y). `progress` wraps the batch loop (e.g. loggers.progress)."""
-    batches = range(-(-num // sampler.batch_size))
+    (x, y). `progress` wraps the batch loop (e.g. loggers.progress).
+
+    Under torch.distributed the batches are dealt out over the processes (batch i to rank
+    i mod world size) and rank 0 writes the one file; every rank draws every batch's noise,
+    so the file holds the images of one process's run, in the same order (exactly so with G
+    in eval mode; in training mode each process's SN vectors advance with its own batches).
+    Ranks other than 0 return (None, None)."""
+    size = sampler.batch_size
+    count = -(-num // size)
+    world, rank = distributed.world_size(), distributed.rank()
+    mine = [i for i in range(count) if i % world == rank]
+    total = sum(min(size, num - i * size) for i in mine)
     x = y = None
     done = 0
-    for _ in (progress(batches) if progress else batches):
-        images, labels = sample(G, sampler)
+    for i in (progress(range(count)) if progress else range(count)):
+        z, labels = sampler.sample()
+        if i % world != rank:  # another process draws these; the noise stream moves on
+            continue
+        n = min(size, num - i * size)
+        images = to_uint8(G(z, G.shared(labels))[:n]).cpu().numpy()
         if x is None:  # filled in place: one copy of the samples in memory, not two
-            x = np.empty((num, *images.shape[1:]), np.uint8)
-            y = np.empty(num, np.int64)
-        n = min(len(images), num - done)
-        x[done:done + n] = to_uint8(images[:n]).cpu().numpy()
+            x = np.empty((total, *images.shape[1:]), np.uint8)
+            y = np.empty(total, np.int64)
+        x[done:done + n] = images
         y[done:done + n] = labels[:n].cpu().numpy()
         done += n
-    atomic_write(path, lambda f: np.savez(f, x=x, y=y))
-    return x, y
+    if world == 1:
+        atomic_write(path, lambda f: np.savez(f, x=x, y=y))
+        return x, y
+    if x is None:  # fewer batches than processes: this one drew none
+        x, y = np.zeros((0, 0), np.uint8), np.zeros(0, np.int64)
+    # Each process leaves its share beside the output; rank 0 puts the batches in order.
+    atomic_write(f'{path}.part{rank}', lambda f: np.savez(f, x=x, y=y))
+    distributed.barrier()
+    if rank != 0:
+        distributed.barrier()
+        return None, None
+    whole_x = np.empty((num, *x.shape[1:]), np.uint8)
+    whole_y = np.empty(num, np.int64)
+    for r in range(world):
+        with np.load(f'{path}.part{r}', allow_pickle=False) as share:
+            share_x, share_y = share['x'], share['y']
+        done = 0
+        for i in range(r, count, world):
+            start, n = i * size, min(size, num - i * size)
+            whole_x[start:start + n] = share_x[done:done + n]
+            whole_y[start:start + n] = share_y[done:done + n]
+            done += n
+    atomic_write(path, lambda f: np.savez(f, x=whole_x, y=whole_y))
+    for r in range(world):
+        os.remove(f'{path}.part{r}')
+    distributed.barrier()
+    return whole_x, whole_y
 
 
 def save_image(images: torch.Tensor, path: str, nrow: int) -> None:

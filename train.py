@@ -215,6 +215,7 @@ class Run:
     experiment_name: str
     device: torch.device
     last_itr: int
+    draw: torch.nn.Module  # the G that sheets and metrics sample: sampling.FastG on the fast path
 
 
 def preflight(config: dict) -> None:
@@ -235,15 +236,19 @@ def _train(config: dict, device: torch.device) -> dict:
     experiment_name = utils.experiment_name(config)
     say(f'Experiment name is {experiment_name}')
     preflight(config)
+    # A run of --num_iters knows now whether it will test: its Inception weights and moments
+    # are checked before the folder is taken, so a bad one leaves nothing behind.
+    metrics = prepare_metrics(config, device, config['num_iters']) if config['num_iters'] else None
     lock = take_folder(config, experiment_name)
     try:
-        return _train_locked(config, device, experiment_name)
+        return _train_locked(config, device, experiment_name, metrics)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train_locked(config: dict, device: torch.device, experiment_name: str) -> dict:
+def _train_locked(config: dict, device: torch.device, experiment_name: str,
+                  get_inception_metrics: Optional[Callable] = None) -> dict:
     """`_train` holding the weights folder. Everything that can fail on bad input (the data,
     the checkpoint, the metrics' files) is checked before the models are built."""
     say = distributed.main_process_print
@@ -253,7 +258,8 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str) -> d
                                            config['load_weights'] or None)[0]['itr']
     loader = make_loader(config, start_itr)
     last_itr = planned_iters(config, loader)
-    get_inception_metrics = prepare_metrics(config, device, last_itr)
+    if get_inception_metrics is None:
+        get_inception_metrics = prepare_metrics(config, device, last_itr)
     models = build_models(config, device)
     classes = train_fns.sheet_classes(config, device)
     if classes is not None and config['sheet_classes'] < 0:
@@ -285,7 +291,8 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str) -> d
     else:
         train = train_fns.dummy_training_function()
     run = Run(config, models, loader, train, noise, state_dict, train_log, test_log,
-              get_inception_metrics, fixed_z, fixed_y, experiment_name, device, last_itr)
+              get_inception_metrics, fixed_z, fixed_y, experiment_name, device, last_itr,
+              sampling.fast_G(train_fns.which_G(models.G, models.G_ema, config), config))
     say(f'Beginning training at epoch {state_dict["epoch"]}, iteration {state_dict["itr"]}...')
     try:
         loop(run)
@@ -304,8 +311,9 @@ def planned_iters(config: dict, loader) -> int:
 
 
 def prepare_metrics(config: dict, device, last_itr: int):
-    """IS/FID(/KID) for test(). The Inception net loads at the first test; the moments file is
-    checked now, so a missing one fails at start-up, unless no test falls within the run."""
+    """IS/FID (KID, precision / recall) for test(). When a test falls within the run, the
+    Inception weights load and the moments file is checked now, before anything is built, so
+    a missing or wrong one fails at start-up, not at the first test."""
     import inception_utils
     if config['test_every'] > last_itr:
         def no_tests(*args, **kwargs):
@@ -319,7 +327,8 @@ def prepare_metrics(config: dict, device, last_itr: int):
         config['dataset'], parallel, config['no_fid'],
         moments_path=config['moments_path'] or None, inception=config['inception'],
         inception_weights=config['inception_weights'] or None, device=device,
-        use_kid=config['use_kid'])
+        use_kid=config['use_kid'], use_prdc=config['use_prdc'],
+        resolution=config['resolution'], start_up=True)
 
 
 def _batches(loader, config: dict, state_dict: dict):
@@ -399,8 +408,7 @@ def _test(run: Run, itr: int) -> None:
         # Both nets: the original forgot G_ema here.
         _set_mode(False, models.G, models.G_ema)
     sampler = eval_sampler(models.G, config, run.device, itr)
-    which = train_fns.which_G(models.G, models.G_ema, config)
-    sample = functools.partial(sampling.sample, which, sampler)
+    sample = functools.partial(sampling.sample, run.draw, sampler)
     train_fns.test(models, sampler, run.state_dict, config, sample, run.get_inception_metrics,
                    run.experiment_name, run.test_log,
                    training_state={'rng': sampling.rng_state(run.noise)})
@@ -419,7 +427,7 @@ def _save(run: Run, itr: int) -> None:
         with local_statistics():
             train_fns.save_and_sample(models, eval_sampler(models.G, config, run.device, itr),
                                       run.fixed_z, run.fixed_y, run.state_dict, config,
-                                      run.experiment_name,
+                                      run.experiment_name, draw=run.draw,
                                       training_state={'rng': sampling.rng_state(run.noise)})
     distributed.barrier()
 

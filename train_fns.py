@@ -309,10 +309,11 @@ def sheet_classes(config: dict, device: torch.device) -> Optional[list]:
 
 
 def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict, config: dict,
-                    experiment_name: str, *, training_state: Optional[dict] = None) -> None:
+                    experiment_name: str, *, training_state: Optional[dict] = None,
+                    draw: Optional[nn.Module] = None) -> None:
     """Save the checkpoint (and a rotating copy), then the fixed, class and interpolation
     sheets, as the original's train_fns.save_and_sample. `training_state` (RNG states) is saved
-    inside state_dict.pth."""
+    inside state_dict.pth; `draw` (sampling.FastG over the sampled G) draws the sheets."""
     # The ring counter is advanced before saving, so a resumed run writes the next slot (the
     # original saved the old value and overwrote its newest copy after a resume).
     slot = state_dict['save_num']
@@ -331,6 +332,7 @@ def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict,
     os.makedirs(folder, exist_ok=True)
     with preserve_state(which_G(models.G, models.G_ema, config)) as net:
         _standing_stats(net, sampler, config)
+        net = draw or net
         with torch.no_grad():
             fixed = net(fixed_z, net.shared(fixed_y))
         sampling.save_image(fixed, os.path.join(folder, f'fixed_samples{itr}.jpg'),
@@ -349,39 +351,49 @@ def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict,
                                   experiment_name, itr, sampler, fix_z=fix_z, fix_y=fix_y)
 
 
+def extra_metrics(get_inception_metrics: Callable) -> Dict[str, float]:
+    """KID and precision / recall / density / coverage of the last metrics call, where
+    computed (--use_kid, --use_prdc), for the JSONL records."""
+    last = getattr(get_inception_metrics, 'last', None) or {}
+    return {key: float(last[key]) for key in EXTRA_METRICS if last.get(key) is not None}
+
+
+EXTRA_METRICS = ('KID_mean', 'KID_std', 'precision', 'recall', 'density', 'coverage')
+
+
 def test(models: Models, sampler, state_dict: dict, config: dict, sample: Callable,
          get_inception_metrics: Callable, experiment_name: str, test_log, *,
          training_state: Optional[dict] = None) -> dict:
     """IS/FID of `sample()`; keep the best `num_best_copies` checkpoints by --which_best and
-    append the JSONL record, as the original's train_fns.test. Under torch.distributed every
-    rank samples its share and gets the same scores; rank 0 alone prints and writes."""
+    append the JSONL record, as the original's train_fns.test. A best copy holds the BN
+    buffers its scores were measured with (standing statistics included), as the original's
+    did; training goes on with its own. Under torch.distributed every rank samples its share
+    and gets the same scores; rank 0 alone prints and writes."""
+    itr = state_dict['itr']
+    main = distributed.is_main()
     with preserve_state(which_G(models.G, models.G_ema, config)) as net:
         _standing_stats(net, sampler, config)
         IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
                                                      num_splits=10)
-    itr = state_dict['itr']
-    main = distributed.is_main()
-    if main:
-        print(f'Itr {itr}: Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, '
-              f'FID is {FID:5.4f}')
-    improved = ((config['which_best'] == 'IS' and IS_mean > state_dict['best_IS'])
-                or (config['which_best'] == 'FID' and FID < state_dict['best_FID']))
-    state_dict['best_IS'] = max(state_dict['best_IS'], float(IS_mean))
-    state_dict['best_FID'] = min(state_dict['best_FID'], float(FID))
-    if improved:
-        slot = state_dict['save_best_num']
-        state_dict['save_best_num'] = (slot + 1) % config['num_best_copies']
         if main:
-            print(f"{config['which_best']} improved over previous best, saving checkpoint...")
-            state = dict(state_dict, **(training_state or {}))
-            checkpoints.save_weights(models.G, models.D, state, config['weights_root'],
-                                     experiment_name, f'best{slot}', models.G_ema,
-                                     G_optim=models.G_optim, D_optim=models.D_optim)
+            print(f'Itr {itr}: Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, '
+                  f'FID is {FID:5.4f}')
+        improved = ((config['which_best'] == 'IS' and IS_mean > state_dict['best_IS'])
+                    or (config['which_best'] == 'FID' and FID < state_dict['best_FID']))
+        state_dict['best_IS'] = max(state_dict['best_IS'], float(IS_mean))
+        state_dict['best_FID'] = min(state_dict['best_FID'], float(FID))
+        if improved:
+            slot = state_dict['save_best_num']
+            state_dict['save_best_num'] = (slot + 1) % config['num_best_copies']
+            if main:
+                print(f"{config['which_best']} improved over previous best, saving "
+                      f"checkpoint...")
+                state = dict(state_dict, **(training_state or {}))
+                checkpoints.save_weights(models.G, models.D, state, config['weights_root'],
+                                         experiment_name, f'best{slot}', models.G_ema,
+                                         G_optim=models.G_optim, D_optim=models.D_optim)
     record = {'itr': int(itr), 'IS_mean': float(IS_mean), 'IS_std': float(IS_std),
-              'FID': float(FID)}
-    last = getattr(get_inception_metrics, 'last', None) or {}
-    if last.get('KID_mean') is not None:
-        record.update(KID_mean=float(last['KID_mean']), KID_std=float(last['KID_std']))
+              'FID': float(FID), **extra_metrics(get_inception_metrics)}
     if main:
         test_log.log(record)
     return record

@@ -62,11 +62,12 @@ def tiny_features(images):
 
 
 def write_moments(path, images, **extra):
-    """A moments file of `images` under the tiny network, with KID features."""
+    """A moments file of `images` under the tiny network, with KID features, marked as made
+    with the TF network (unless `extra` says otherwise)."""
     pool, _ = tiny_features(images)
     mu, sigma = feature_moments(pool)
-    save_moments(str(path), mu=mu.numpy(), sigma=sigma.numpy(), kid_features=pool.numpy(),
-                 **extra)
+    save_moments(str(path), **{'mu': mu.numpy(), 'sigma': sigma.numpy(),
+                               'kid_features': pool.numpy(), 'inception': 'tf', **extra})
 
 
 class Sampler:

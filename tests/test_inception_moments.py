@@ -100,8 +100,10 @@ def test_command_writes_the_original_keys(image_folder, tmp_path, monkeypatch, c
     assert dataset == 'ImageFolder' and kwargs['resolution'] == 20
     assert kwargs['drop_last'] is False and kwargs['shuffle'] is False
     with np.load(out) as f:
-        assert {'mu', 'sigma', 'num_images', 'inception', 'kid_features'} == set(f.files)
+        assert {'mu', 'sigma', 'num_images', 'inception', 'kid_features', 'dataset',
+                'resolution'} == set(f.files)
         assert int(f['num_images']) == 5 and str(f['inception']) == 'tf'
+        assert str(f['dataset']) == 'ImageFolder' and int(f['resolution']) == 20
     moments = load_moments(str(out), kind='tf', need_kid=True)
     pool, _ = tiny_features(torch.cat([x for x, _ in folder_loader(image_folder, 5)]))
     mu, sigma = feature_moments(pool)

@@ -57,12 +57,17 @@ def test_moments_round_trip_and_atomic_write(tmp_path, monkeypatch):
     assert load_moments(str(path))['mu'].tolist() == [0.0, 1.0, 2.0]
 
 
+TF = {'inception': np.array('tf')}
+
+
 @pytest.mark.parametrize('arrays,match', [
-    ({'mu': np.zeros(3)}, 'lacks sigma'),
-    ({'sigma': np.eye(3)}, 'lacks mu'),
-    ({'mu': np.zeros(3), 'sigma': np.eye(4)}, 'must be D and D x D'),
+    ({'mu': np.zeros(3), **TF}, 'lacks sigma'),
+    ({'sigma': np.eye(3), **TF}, 'lacks mu'),
+    ({'mu': np.zeros(3), 'sigma': np.eye(4), **TF}, 'must be D and D x D'),
     ({'mu': np.zeros(3), 'sigma': np.eye(3), 'inception': np.array('torchvision')},
      'made with --inception torchvision'),
+    # The original's files have no network key: torchvision features, refused under tf.
+    ({'mu': np.zeros(3), 'sigma': np.eye(3)}, 'has no "inception" key: it is the original'),
 ])
 def test_bad_moments_files_are_explained(tmp_path, arrays, match):
     save_moments(str(tmp_path / 'm.npz'), **arrays)
@@ -77,7 +82,7 @@ def test_missing_moments_fail_at_start_up_with_the_command(tmp_path, tiny_net):
     assert path in str(err.value)
     assert 'calculate_inception_moments.py --dataset C10' in str(err.value)
     # KID needs kid_features in the file.
-    save_moments(path, mu=np.zeros(8), sigma=np.eye(8))
+    save_moments(path, mu=np.zeros(8), sigma=np.eye(8), inception='tf')
     with pytest.raises(ValueError, match='lacks kid_features'):
         prepare_inception_metrics('C10', moments_path=path, use_kid=True)
     assert tiny_net == []  # none of this loads the network
@@ -98,7 +103,7 @@ def test_metrics_match_a_direct_computation(tmp_path, tiny_net):
     assert sample.calls == 3  # whole batches until >= 20 images: 24 images
     used = torch.cat([b[0] for b in sample.batches])[:24]
     pool, logits = tiny_features(used)
-    expected_is = calculate_inception_score(F.softmax(logits.double(), 1), 5)
+    expected_is = calculate_inception_score(F.softmax(logits.double(), 1), 5, rule='tf13')
     assert (is_mean, is_std) == pytest.approx(expected_is, rel=1e-12)
     ref_pool, _ = tiny_features(real)
     mu, sigma = feature_moments(pool)
@@ -156,7 +161,7 @@ def test_score_an_npz_and_a_folder(tmp_path):
     ref_pool, _ = tiny_features(real)
     assert from_npz['num_images'] == 12
     assert from_npz['IS_mean'] == pytest.approx(
-        calculate_inception_score(F.softmax(logits.double(), 1), 3)[0], rel=1e-12)
+        calculate_inception_score(F.softmax(logits.double(), 1), 3, rule='tf13')[0], rel=1e-12)
     assert from_npz['FID'] == pytest.approx(calculate_frechet_distance(
         *feature_moments(pool), *feature_moments(ref_pool)), rel=1e-9)
     assert from_npz['KID_mean'] == pytest.approx(calculate_kid(pool, ref_pool, 3)[0], rel=1e-9)
@@ -166,9 +171,9 @@ def test_bad_samples_are_explained(tmp_path):
     np.savez(tmp_path / 'float.npz', x=np.full((4, 3, 8, 8), 200.0, np.float32))
     with pytest.raises(ValueError, match=r'\[-1, 1\]'):
         score_samples(str(tmp_path / 'float.npz'), num_splits=2, net=TinyFeatureNet())
-    np.savez(tmp_path / 'nhwc.npz', x=np.zeros((4, 8, 8, 3), np.uint8))
-    with pytest.raises(ValueError, match='N x 3 x H x W'):
-        score_samples(str(tmp_path / 'nhwc.npz'), num_splits=2, net=TinyFeatureNet())
+    np.savez(tmp_path / 'rgba.npz', x=np.zeros((4, 8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match='N x 3 x H x W or N x H x W x 3'):
+        score_samples(str(tmp_path / 'rgba.npz'), num_splits=2, net=TinyFeatureNet())
     np.savez(tmp_path / 'few.npz', x=np.zeros((4, 3, 8, 8), np.uint8))
     with pytest.raises(ValueError, match='4 images are fewer than --num_splits 10'):
         score_samples(str(tmp_path / 'few.npz'), net=TinyFeatureNet())

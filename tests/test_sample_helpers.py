@@ -254,3 +254,43 @@ def test_the_fast_sampling_path_stays_close_to_float32():
     assert images.dtype == torch.float32
     assert 0 < (images - exact).abs().max() < 0.05  # tanh outputs in [-1, 1]; bf16 really ran
     assert sampling.fast_G(G, {'amp': 'none', 'channels_last': False, 'compile': False}) is G
+
+
+class _SmallMemoryG(nn.Module):
+    """G on a device that runs out of memory above `limit` images a forward."""
+
+    def __init__(self, G: nn.Module, limit: int):
+        super().__init__()
+        self.G, self.limit, self.sizes = G, limit, []
+        self.shared, self.dim_z = G.shared, G.dim_z
+
+    def forward(self, z, y):
+        self.sizes.append(len(z))
+        if len(z) > self.limit:
+            raise torch.cuda.OutOfMemoryError('CUDA out of memory (stand-in)')
+        return self.G(z, y)
+
+
+def test_a_batch_that_does_not_fit_is_drawn_in_halved_chunks(capsys):
+    """FastG halves the chunk until it fits, keeps it for the next batches and says so
+    once; in eval mode the chunked images are the whole batch's."""
+    G = tiny_G().eval()
+    small = _SmallMemoryG(copy.deepcopy(G), limit=3).eval()
+    fast = sampling.FastG(small)
+    sampler = sampling.NoiseSampler(G.dim_z, 5, 10, seed=2)
+    z, y = sampler.sample()
+    with torch.no_grad():
+        exact = G(z, G.shared(y))
+        images = fast(z, G.shared(y))
+        again = fast(z, G.shared(y))
+    torch.testing.assert_close(images, exact, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(again, exact, atol=1e-6, rtol=1e-5)
+    # 10 fails, 5 fails, then chunks of 3: 3 3 3 1; the second call goes straight to chunks.
+    assert small.sizes == [10, 5, 3, 3, 3, 1, 3, 3, 3, 1] and fast.chunk == 3
+    notes = capsys.readouterr().out.splitlines()
+    assert notes == ['Note: a batch of 10 does not fit in GPU memory: G draws 5 images at a time',
+                     'Note: a batch of 5 does not fit in GPU memory: G draws 3 images at a time']
+    small.limit = 0  # nothing fits: the error is the device's, not swallowed
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        with torch.no_grad():
+            fast(z, G.shared(y))
