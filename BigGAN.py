@@ -40,6 +40,12 @@ _D_TABLE = {  # resolution: (in multipliers after the RGB input, out multipliers
           [64, 32, 16, 8, 4, 4], (2, 7)),
     256: ([1, 2, 4, 8, 8, 16], [1, 2, 4, 8, 8, 16, 16], [True] * 6 + [False],
           [128, 64, 32, 16, 8, 4, 4], (2, 7)),
+    # The original stops at 256. This row is the paper's 512 x 512 D (Brock et al. 2019,
+    # Appendix B, Table 9): the 256 row with one more ch -> ch down block in front, so attention
+    # at 64 again follows the ch -> 2ch block. Its keys end at 256, the largest size after a
+    # block, as the 256 row's keys end at 128, so that every key places attention.
+    512: ([1, 1, 2, 4, 8, 8, 16], [1, 1, 2, 4, 8, 8, 16, 16], [True] * 7 + [False],
+          [256, 128, 64, 32, 16, 8, 4, 4], (2, 8)),
 }
 
 
@@ -101,7 +107,7 @@ def d_tables(table: dict, ch: int, attention: Union[str, int], arg: str,
 
 
 def D_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'D_attn') -> dict:
-    """The D arch table for every resolution (no 512 table, as in the original)."""
+    """The D arch table for every resolution (512 added: the original has no 512 D)."""
     return d_tables(_D_TABLE, ch, attention, arg, rgb_input=True)
 
 

@@ -109,10 +109,10 @@ class DBlock(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 def G_arch(ch: int = 64, attention: Union[str, int] = '64', arg: str = 'G_attn') -> dict:
-    """BigGAN's G table without 512 (the original has no deep 512 model)."""
-    arch = _biggan_G_arch(ch, attention, arg)
-    del arch[512]
-    return arch
+    """BigGAN's G table, 512 included. The original's deep table stops at 256; BigGAN-deep 512
+    (Brock et al. 2019, Appendix B; DeepMind's TF-Hub biggan-deep-512) has the stage widths of
+    BigGAN 512, in and out multipliers 16, 16, 8, 8, 4, 2, 1 and 16, 8, 8, 4, 2, 1, 1."""
+    return _biggan_G_arch(ch, attention, arg)
 
 
 _D_TABLE = {  # resolution: (in multipliers, out multipliers, downsample, resolution, attn range)
@@ -122,6 +122,11 @@ _D_TABLE = {  # resolution: (in multipliers, out multipliers, downsample, resolu
           [64, 32, 16, 8, 4, 4], (2, 7)),
     256: ([1, 2, 4, 8, 8, 16], [2, 4, 8, 8, 16, 16], [True] * 6 + [False],
           [128, 64, 32, 16, 8, 4, 4], (2, 7)),
+    # The original stops at 256. As BigGAN's 512 row: the 256 row with one more ch -> ch down
+    # stage in front (seven stages, 512 -> 4, mirroring the 512 G), attention at 64 after the
+    # 2ch -> 4ch stage as at 256, keys up to 256, the largest size after a stage.
+    512: ([1, 1, 2, 4, 8, 8, 16], [1, 2, 4, 8, 8, 16, 16], [True] * 7 + [False],
+          [256, 128, 64, 32, 16, 8, 4, 4], (2, 8)),
 }
 
 

@@ -33,7 +33,7 @@ def test_biggan_every_resolution(resolution):
 
 
 def test_biggan_512_generator():
-    # The original has a 512 G (for the TF-Hub port) but no 512 D.
+    # The original's 512 G (for the TF-Hub port); D and BigGAN-deep at 512: tests/test_res512.py.
     G = BigGAN.Generator(resolution=512, G_attn='16', **TINY_G)
     x = G(torch.randn(2, G.dim_z), G.shared(torch.tensor([0, 2])))
     assert x.shape == (2, 3, 512, 512)
@@ -89,8 +89,9 @@ def test_G_D_concatenated_and_split_agree():
 
 BAD = [
     (BigGAN.Generator, dict(resolution=48), r'resolution=48.*\[32, 64, 128, 256, 512\]'),
-    (BigGAN.Discriminator, dict(resolution=512), r'resolution=512.*\[32, 64, 128, 256\]'),
-    (BigGANdeep.Generator, dict(resolution=512, hier=True), r'resolution=512'),
+    (BigGAN.Discriminator, dict(resolution=1024), r'resolution=1024.*\[32, 64, 128, 256, 512\]'),
+    (BigGANdeep.Generator, dict(resolution=1024, hier=True),
+     r'resolution=1024.*\[32, 64, 128, 256, 512\]'),
     (BigGAN.Generator, dict(resolution=32, G_attn='64_128'), r"G_attn='64_128'.*\[8, 16, 32\]"),
     (BigGAN.Discriminator, dict(resolution=64, D_attn='128'),
      r"D_attn='128'.*\[4, 8, 16, 32, 64\]"),
