@@ -1,5 +1,6 @@
 """Convert DeepMind's TF-Hub BigGAN generators (biggan-128/256/512, version 2) to
-`BigGAN.Generator` state_dicts.
+`BigGAN.Generator` state_dicts; with `--model deep`, the BigGAN-deep ones (biggan-deep-128/256/512,
+version 1) to `BigGANdeep.Generator` state_dicts (the mapping is in TFHub/deep.py).
 
 Per resolution: open the module's variables (`--module_path`: a module folder or an .h5 dump;
 otherwise `<weights_dir>/biggan-<res>.h5`, downloaded from TF-Hub and dumped first when absent or
@@ -14,15 +15,12 @@ The mapping, the differences between the two generators and what the tests verif
 TFHub/README.md; the TF-side architecture is spelled out in TFHub/biggan_v1.py.
 """
 import argparse
-import math
 import os
-import re
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -30,26 +28,20 @@ if __package__ in (None, ''):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import BigGAN  # noqa: E402
-import layers  # noqa: E402
-from TFHub.variables import (ModulePathError, atomic_path, canonical_name,  # noqa: E402
+from TFHub.biggan_v1 import truncated_z_sample  # noqa: E402
+from TFHub.tf_reader import (BOTTOM, EMA_LEAVES, EMA_SUFFIX, IGNORED_LEAVES,  # noqa: E402,F401
+                             TF_EPS, ConversionError, Reader, attention, channel_major, conv,
+                             gblock_count, problems, put_sn)
+from TFHub.variables import (ModulePathError, atomic_path,  # noqa: E402
                              download_module, dump_to_hdf5, open_variables)
 
 RESOLUTIONS = (128, 256, 512)
 Z_DIMS = {128: 120, 256: 140, 512: 128}
 ATTENTION = {128: '64', 256: '128', 512: '64'}   # after GBlock 3 / 4 / 3 (TF: before 4 / 5 / 4)
 MODULE_URL = 'https://tfhub.dev/deepmind/biggan-{}/2'
-EMA_SUFFIX = 'ema_b999900'
-EMA_LEAVES = ('w', 'b', 'gamma', 'beta')       # the variables that have an EMA variant
-IGNORED_LEAVES = ('u1', 'accumulation_counter')  # read by neither generator
-TF_EPS = 1e-4         # TF's eps for every BN and for SN's vector normalization
 CH = 96               # every TF-Hub BigGAN is ch 96
 SHARED_DIM = 128      # class embedding size
 N_CLASSES = 1000
-BOTTOM = 4            # G_linear's output is a BOTTOM x BOTTOM map
-
-
-class ConversionError(ValueError):
-    """Variables that do not make the requested module: missing, misshapen, other resolution."""
 
 
 def check_resolution(resolution: int) -> None:
@@ -76,102 +68,26 @@ def get_config(resolution: int) -> dict:
 
 def module_resolution(variables: Mapping) -> Optional[int]:
     """The resolution whose module has as many GBlocks as `variables` (None if none matches)."""
-    indices = set()
-    for name in variables:
-        match = re.match(r'Generator/GBlock(?:_(\d+))?/', canonical_name(name))
-        if match:
-            indices.add(int(match.group(1) or 0))
-    blocks = max(indices) + 1 if indices else 0
-    return {len(BigGAN.G_arch()[r]['in_channels']): r for r in RESOLUTIONS}.get(blocks)
+    return {len(BigGAN.G_arch()[r]['in_channels']): r
+            for r in RESOLUTIONS}.get(gblock_count(variables))
 
 
 # ------------------------------------------------------------------------------------------------
 # The mapping
 # ------------------------------------------------------------------------------------------------
 
-class _Reader:
-    """Reads variables by canonical name, EMA variant or raw. It notes what is missing or
-    misshapen instead of stopping at the first problem, so that one error lists them all.
-
-    A `dry` reader reads nothing: it notes missing names and hands out tensors on the meta
-    device, so a dry pass of the mapping finds every missing variable at no cost.
-    """
-
-    def __init__(self, variables: Mapping, ema: bool,
-                 log: Optional[Callable[[str], None]] = None, dry: bool = False):
-        self.variables = variables
-        self.names = {canonical_name(name): name for name in variables}
-        self.ema = ema
-        self.dry = dry
-        self.log = log or (lambda message: None)
-        self.missing: List[str] = []
-        self.misshapen: List[str] = []
-        self.used = set()
-
-    def read(self, scope: str, leaf: str, shape: Sequence[int],
-             any_layout: bool = False) -> torch.Tensor:
-        """The float32 tensor `scope/leaf` (its EMA variant when asked), checked against `shape`
-        (only its size with `any_layout`, for SN vectors and scalars)."""
-        name = f'{scope}/{leaf}'
-        if self.ema and leaf in EMA_LEAVES:
-            name = f'{name}/{EMA_SUFFIX}'
-        shape = tuple(shape)
-        if name not in self.names:
-            self.missing.append(name)
-        if self.dry or name not in self.names:
-            return torch.zeros(shape, device='meta' if self.dry else None)
-        array = np.array(self.variables[self.names[name]], dtype=np.float32)
-        if array.shape != shape and not (any_layout and array.size == math.prod(shape)):
-            self.misshapen.append(f'{name} has shape {array.shape}, expected {shape}')
-            return torch.zeros(shape)
-        self.used.add(name)
-        return torch.from_numpy(array).reshape(shape)
-
-
-def _sigma(weight: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """sv0: the largest singular value estimated by one power iteration from the stored u, which
-    is what a training-mode forward would log (the forward itself never reads sv0)."""
-    svs, _, _ = layers.power_iteration(weight.reshape(weight.shape[0], -1), [u.clone()],
-                                       update=False, eps=TF_EPS)
-    return svs[0].reshape(1)
-
-
-def _put_sn(out: Dict, key: str, weight: torch.Tensor, bias: Optional[torch.Tensor],
-            u: torch.Tensor) -> None:
-    out[f'{key}.weight'] = weight.contiguous()
-    if bias is not None:
-        out[f'{key}.bias'] = bias.contiguous()
-    out[f'{key}.u0'] = u.reshape(1, -1).contiguous()
-    out[f'{key}.sv0'] = _sigma(out[f'{key}.weight'], out[f'{key}.u0'])
-
-
-def _conv(src: _Reader, out: Dict, key: str, scope: str, c_in: int, c_out: int, k: int,
-          bias: bool = True) -> None:
-    src.log(f'{key} <- {scope}')
-    weight = src.read(scope, 'w', (k, k, c_in, c_out)).permute(3, 2, 0, 1)  # HWIO -> OIHW
-    _put_sn(out, key, weight, src.read(scope, 'b', (c_out,)) if bias else None,
-            src.read(scope, 'u0', (1, c_out), any_layout=True))
-
-
-def _channel_major(t: torch.Tensor, channels: int) -> torch.Tensor:
-    """Rows in TF's (row, col, channel) order of an NHWC map -> PyTorch's (channel, row, col)."""
-    rest = t.shape[1:]
-    nhwc = t.reshape(BOTTOM, BOTTOM, channels, *rest)
-    return nhwc.permute(2, 0, 1, *range(3, 3 + len(rest))).reshape(t.shape)
-
-
-def _g_linear(src: _Reader, out: Dict, z_chunk: int, channels: int) -> None:
+def _g_linear(src: Reader, out: Dict, z_chunk: int, channels: int) -> None:
     scope = 'Generator/G_Z/G_linear'
     src.log(f'linear <- {scope} (rows to channel-major)')
     n = BOTTOM * BOTTOM * channels
     weight = src.read(scope, 'w', (z_chunk, n)).t()
     bias = src.read(scope, 'b', (n,))
     u = src.read(scope, 'u0', (n,), any_layout=True)
-    _put_sn(out, 'linear', _channel_major(weight, channels), _channel_major(bias, channels),
-            _channel_major(u, channels))
+    put_sn(out, 'linear', channel_major(weight, channels), channel_major(bias, channels),
+            channel_major(u, channels))
 
 
-def _hyper_bn(src: _Reader, out: Dict, key: str, scope: str, channels: int,
+def _hyper_bn(src: Reader, out: Dict, key: str, scope: str, channels: int,
               z_chunk: int) -> None:
     stats = scope.replace('HyperBN', 'CrossReplicaBN')
     src.log(f'{key} <- {scope}, {stats} (columns to [class | z])')
@@ -181,46 +97,21 @@ def _hyper_bn(src: _Reader, out: Dict, key: str, scope: str, channels: int,
         weight = src.read(f'{scope}/{theirs}', 'w', (z_chunk + SHARED_DIM, channels)).t()
         # TF conditions on [z chunk | class embedding]; BigGAN.Generator on [class | z chunk].
         weight = torch.cat([weight[:, z_chunk:], weight[:, :z_chunk]], 1)
-        _put_sn(out, f'{key}.{ours}', weight, None,
+        put_sn(out, f'{key}.{ours}', weight, None,
                 src.read(f'{scope}/{theirs}', 'u0', (1, channels), any_layout=True))
 
 
-def _attention(src: _Reader, out: Dict, key: str, channels: int) -> None:
-    scope = 'Generator/attention'
-    out[f'{key}.gamma'] = src.read(scope, 'gamma', (), any_layout=True)
-    c = channels
-    for ours, theirs, c_in, c_out in (('theta', 'theta', c, c // 8), ('phi', 'phi', c, c // 8),
-                                      ('g', 'g', c, c // 2), ('o', 'o_conv', c // 2, c)):
-        _conv(src, out, f'{key}.{ours}', f'{scope}/{theirs}', c_in, c_out, 1, bias=False)
-
-
-def _output_layer(src: _Reader, out: Dict) -> None:
+def _output_layer(src: Reader, out: Dict) -> None:
     scope = 'Generator/ScaledCrossReplicaBN'
     src.log(f'output_layer.0 <- {scope}, {scope}bn')
     out['output_layer.0.gain'] = src.read(scope, 'gamma', (CH,))
     out['output_layer.0.bias'] = src.read(scope, 'beta', (CH,))
     out['output_layer.0.stored_mean'] = src.read(f'{scope}bn', 'accumulated_mean', (CH,))
     out['output_layer.0.stored_var'] = src.read(f'{scope}bn', 'accumulated_var', (CH,))
-    _conv(src, out, 'output_layer.2', 'Generator/conv_2d', CH, 3, 3)
+    conv(src, out, 'output_layer.2', 'Generator/conv_2d', CH, 3, 3)
 
 
-def _problems(src: _Reader, resolution: int) -> str:
-    lines = []
-    if src.missing:
-        shown = ', '.join(src.missing[:6]) + (f' and {len(src.missing) - 6} more'
-                                              if len(src.missing) > 6 else '')
-        lines.append(f'the variables lack {len(src.missing)} that the biggan-{resolution} '
-                     f'module has: {shown}')
-        raw = [name[:-len(EMA_SUFFIX) - 1] for name in src.missing if name.endswith(EMA_SUFFIX)]
-        if src.ema and raw and all(name in src.names for name in raw):
-            lines.append('their raw (non-EMA) variants are present: convert those with '
-                         '--no_ema (ema=False)')
-    if src.misshapen:
-        lines.append('misshapen: ' + '; '.join(src.misshapen[:6]))
-    return '; '.join(lines)
-
-
-def _map(src: _Reader, resolution: int) -> 'OrderedDict[str, torch.Tensor]':
+def _map(src: Reader, resolution: int) -> 'OrderedDict[str, torch.Tensor]':
     """Read the module through `src`, in the state_dict order of BigGAN.Generator."""
     arch = BigGAN.select_arch(BigGAN.G_arch(CH, ATTENTION[resolution]), resolution, 'TF-Hub G')
     z_chunk = Z_DIMS[resolution] // (len(arch['in_channels']) + 1)
@@ -233,13 +124,13 @@ def _map(src: _Reader, resolution: int) -> 'OrderedDict[str, torch.Tensor]':
     for i, (c_in, c_out) in enumerate(zip(arch['in_channels'], arch['out_channels'])):
         scope = 'Generator/GBlock' + (f'_{i}' if i else '')
         key = f'blocks.{i}.0'
-        _conv(src, out, f'{key}.conv1', f'{scope}/conv0', c_in, c_out, 3)
-        _conv(src, out, f'{key}.conv2', f'{scope}/conv1', c_out, c_out, 3)
-        _conv(src, out, f'{key}.conv_sc', f'{scope}/conv_sc', c_in, c_out, 1)
+        conv(src, out, f'{key}.conv1', f'{scope}/conv0', c_in, c_out, 3)
+        conv(src, out, f'{key}.conv2', f'{scope}/conv1', c_out, c_out, 3)
+        conv(src, out, f'{key}.conv_sc', f'{scope}/conv_sc', c_in, c_out, 1)
         _hyper_bn(src, out, f'{key}.bn1', f'{scope}/HyperBN', c_in, z_chunk)
         _hyper_bn(src, out, f'{key}.bn2', f'{scope}/HyperBN_1', c_out, z_chunk)
         if arch['attention'][arch['resolution'][i]]:
-            _attention(src, out, f'blocks.{i}.1', c_out)
+            attention(src, out, f'blocks.{i}.1', c_out)
     _output_layer(src, out)
     return out
 
@@ -259,14 +150,14 @@ def convert_variables(variables: Mapping, resolution: int, ema: bool = True,
     if found is not None and found != resolution:
         raise ConversionError(f'the variables are those of the biggan-{found} module, not '
                               f'biggan-{resolution}: convert them with resolution {found}')
-    dry_run = _Reader(variables, ema, dry=True)
+    dry_run = Reader(variables, ema, dry=True)
     _map(dry_run, resolution)
     if dry_run.missing:
-        raise ConversionError(_problems(dry_run, resolution))
-    src = _Reader(variables, ema, log)
+        raise ConversionError(problems(dry_run, resolution))
+    src = Reader(variables, ema, log)
     out = _map(src, resolution)
     if src.misshapen:
-        raise ConversionError(_problems(src, resolution))
+        raise ConversionError(problems(src, resolution))
     ignored = sorted(set(src.names) - src.used)
     src.log(f'read {len(src.used)} variables; {len(ignored)} not needed (the other EMA variant, '
             f'{", ".join(IGNORED_LEAVES)})')
@@ -304,14 +195,19 @@ def save_state_dict(state_dict: Mapping, path: str) -> None:
         torch.save(dict(state_dict), tmp)
 
 
-def generate_samples(G: BigGAN.Generator, batch_size: int, path: str, seed: Optional[int] = None,
-                     parallel: bool = False, device: Optional[str] = None) -> torch.Tensor:
-    """Draw one sheet: eval mode, z ~ N(0, 1) (no truncation), uniform random classes; saved
-    with min-max normalization per image. Returns the images (on the CPU)."""
+def generate_samples(G: nn.Module, batch_size: int, path: str, seed: Optional[int] = None,
+                     parallel: bool = False, device: Optional[str] = None,
+                     truncation: Optional[float] = None) -> torch.Tensor:
+    """Draw one sheet: eval mode, z ~ N(0, 1) (or, given `truncation`, TF-Hub's noise
+    `truncation * truncnorm(-2, 2)`), uniform random classes; saved with min-max normalization
+    per image. Returns the images (on the CPU)."""
     from torchvision.utils import save_image
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    z = torch.randn(batch_size, G.dim_z, generator=gen)
+    if truncation is None:
+        z = torch.randn(batch_size, G.dim_z, generator=gen)
+    else:
+        z = torch.from_numpy(truncated_z_sample(batch_size, G.dim_z, truncation, seed=seed))
     y = torch.randint(0, G.n_classes, (batch_size,), generator=gen)
     G = G.to(device).eval()
     net = nn.DataParallel(G) if parallel and torch.cuda.device_count() > 1 else G
@@ -334,13 +230,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _deep():
+    """TFHub.deep, the BigGAN-deep mapping. It builds on this module's reader, so it is imported
+    when first needed, not at the top."""
+    from TFHub import deep
+    return deep
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The original converter's flags, plus --module_path, --seed and --tf_output_eps."""
+    """The original converter's flags, plus --module_path, --seed, --tf_output_eps, --model and
+    --truncation."""
     parser = argparse.ArgumentParser(
-        description='Convert the TF-Hub BigGAN generators to BigGAN.Generator state_dicts.')
+        description='Convert the TF-Hub BigGAN generators to BigGAN.Generator state_dicts, and '
+                    'the BigGAN-deep ones (--model deep) to BigGANdeep.Generator state_dicts.')
+    parser.add_argument('--model', type=str, default=None, choices=('biggan', 'deep'),
+                        help="which modules: biggan-<res> (BigGAN, the default) or "
+                             "biggan-deep-<res> (BigGAN-deep); with --module_path: the kind "
+                             "found there")
     parser.add_argument('--resolution', '-r', type=int, default=None, choices=RESOLUTIONS,
                         help='module to convert; all three if not given (with --module_path: '
                              'the module found there)')
+    parser.add_argument('--truncation', type=float, default=None,
+                        help='BigGAN-deep only: the truncation k/50 whose BN statistics the '
+                             'converted G keeps (default 1); the file gets a -t<value> suffix')
     parser.add_argument('--redownload', action='store_true',
                         help='download the module again and overwrite the .h5 dump')
     parser.add_argument('--weights_dir', type=str, default='pretrained_weights',
@@ -367,39 +279,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _source(resolution: int, args: argparse.Namespace) -> str:
+def _name(model: str, resolution: int) -> str:
+    return _deep().module_name(resolution) if model == 'deep' else f'biggan-{resolution}'
+
+
+def _source(resolution: int, model: str, args: argparse.Namespace) -> str:
     """The module path to read for `resolution`, downloading and dumping it when needed."""
     if args.module_path is not None:
         return args.module_path
-    h5_path = os.path.join(args.weights_dir, f'biggan-{resolution}.h5')
+    h5_path = os.path.join(args.weights_dir, f'{_name(model, resolution)}.h5')
     if args.redownload or not os.path.exists(h5_path):
-        folder = download_module(MODULE_URL.format(resolution))
+        url = (_deep().MODULE_URL if model == 'deep' else MODULE_URL).format(resolution)
+        folder = download_module(url)
         with open_variables(folder) as variables:
+            if model == 'deep':   # the BN statistics are graph constants: dump them too
+                variables = _deep().with_folder_statistics(variables, folder)
             dump_to_hdf5(variables, h5_path)
         print(f'dumped {folder} to {h5_path}')
     return h5_path
 
 
+def _found_model(variables: Mapping, asked: Optional[str], source: str) -> str:
+    """The kind of module in `variables` ('deep' or 'biggan'); ConversionError if not `asked`."""
+    found = 'deep' if _deep().is_deep_module(variables) else 'biggan'
+    if asked is not None and asked != found:
+        kind = 'a BigGAN-deep' if found == 'deep' else 'a BigGAN (not BigGAN-deep)'
+        raise ConversionError(f'{source} holds {kind} module: pass --model {found}')
+    return found
+
+
 def convert(resolution: Optional[int], args: argparse.Namespace) -> str:
     """Convert one module as the flags say; return the path of the saved state_dict."""
     log = print if args.verbose else None
-    source = _source(resolution, args)
+    deep = _deep()
+    model = args.model or 'biggan'
+    if model == 'deep' and resolution is not None and deep.missing_arch_message(resolution):
+        raise ConversionError(deep.missing_arch_message(resolution))  # before any download
+    source = _source(resolution, model, args)
     with open_variables(source) as variables:
+        model = _found_model(variables, args.model, source)
+        if model == 'deep':
+            variables = deep.with_folder_statistics(variables, source)
         if resolution is None:
-            resolution = module_resolution(variables)
+            resolution = (deep.module_resolution if model == 'deep'
+                          else module_resolution)(variables)
             if resolution is None:
-                raise ConversionError(f'{source} holds no BigGAN generator of a known '
+                kind = 'BigGAN-deep' if model == 'deep' else 'BigGAN'
+                raise ConversionError(f'{source} holds no {kind} generator of a known '
                                       f'resolution; pass --resolution')
-        print(f'biggan-{resolution}: converting {source}')
-        state_dict = convert_variables(variables, resolution, ema=not args.no_ema, log=log)
-    G = build_generator(resolution, state_dict, tf_output_eps=args.tf_output_eps)
-    path = os.path.join(args.weights_dir, f'biggan-{resolution}.pth')
+        name = _name(model, resolution)
+        print(f'{name}: converting {source}')
+        if model == 'deep':
+            if deep.missing_arch_message(resolution):
+                raise ConversionError(deep.missing_arch_message(resolution))
+            state_dict = deep.convert_variables(variables, resolution, ema=not args.no_ema,
+                                                truncation=args.truncation or 1.0, log=log)
+        else:
+            state_dict = convert_variables(variables, resolution, ema=not args.no_ema, log=log)
+    build = deep.build_generator if model == 'deep' else build_generator
+    G = build(resolution, state_dict, tf_output_eps=args.tf_output_eps)
+    suffix = f'-t{args.truncation:g}' if args.truncation not in (None, 1.0) else ''
+    path = os.path.join(args.weights_dir, f'{name}{suffix}.pth')
     save_state_dict(state_dict, path)
-    print(f'biggan-{resolution}: saved {path}')
+    print(f'{name}: saved {path}')
     if args.generate_samples:
-        sheet = os.path.join(args.samples_dir, f'biggan{resolution}_samples.jpg')
-        generate_samples(G, args.batch_size, sheet, seed=args.seed, parallel=args.parallel)
-        print(f'biggan-{resolution}: samples in {sheet}')
+        # biggan128_samples.jpg as the original names it; biggan-deep128_samples.jpg likewise.
+        stem = f'biggan-deep{resolution}' if model == 'deep' else f'biggan{resolution}'
+        sheet = os.path.join(args.samples_dir, f'{stem}{suffix}_samples.jpg')
+        # A deep G holds the BN statistics of one truncation: draw TF-Hub's noise of that one.
+        truncation = (args.truncation or 1.0) if model == 'deep' else None
+        generate_samples(G, args.batch_size, sheet, seed=args.seed, parallel=args.parallel,
+                         truncation=truncation)
+        print(f'{name}: samples in {sheet}')
     return path
 
 
@@ -409,6 +360,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.module_path is not None and args.redownload:
         parser.error('--redownload fetches the module from TF-Hub; it cannot be combined with '
                      '--module_path')
+    if args.truncation is not None:
+        if args.model == 'biggan' or (args.model is None and args.module_path is None):
+            parser.error('--truncation picks the BN statistics of a BigGAN-deep module (--model '
+                         'deep); a BigGAN module has one set')
+        try:
+            _deep().statistics_row(args.truncation)
+        except ValueError as error:
+            parser.error(f'--truncation: {error}')
     if args.resolution is not None or args.module_path is not None:
         todo = [args.resolution]
     else:
@@ -422,4 +381,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # Run the package's copy of this module, the one TFHub.deep imports, so that both raise and
+    # catch the same ConversionError.
+    from TFHub import converter
+    sys.exit(converter.main())

@@ -17,6 +17,7 @@ says what to install or what to pass instead.
 import contextlib
 import importlib
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from typing import Dict, Iterator
@@ -47,8 +48,22 @@ def canonical_name(name: str) -> str:
     return name
 
 
+def _load_torch_compiler_first() -> None:
+    """Import torch's compiler stack before TensorFlow. torch imports it (and triton with it)
+    lazily, e.g. for the meta tensors of the converters' dry runs; with TensorFlow already
+    loaded, that import crashed the process (a segmentation fault in triton's import, torch 2.14
+    with TensorFlow 2.21). Imported before TensorFlow, both work."""
+    if 'tensorflow' in sys.modules:
+        return
+    try:
+        import torch._dynamo  # noqa: F401
+    except ImportError:   # a torch without the compiler stack: nothing to load
+        pass
+
+
 def import_optional(package: str, purpose: str):
     """Import TensorFlow or tensorflow_hub, or raise an ImportError saying how to do without."""
+    _load_torch_compiler_first()
     try:
         return importlib.import_module(package)
     except ImportError as error:

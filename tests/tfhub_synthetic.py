@@ -77,11 +77,16 @@ def base_variable_shapes(resolution: int) -> Dict[str, tuple]:
 
 def module_variable_shapes(resolution: int) -> Dict[str, tuple]:
     """All variables of the module under their `module/...:0` names, EMA variants included."""
+    return hub_names(base_variable_shapes(resolution), EMA, EMA_LEAVES)
+
+
+def hub_names(base: Dict[str, tuple], ema: str, ema_leaves: Tuple[str, ...]) -> Dict[str, tuple]:
+    """`base` under `module/...:0` names, plus the `<name>/<ema>` variant of each EMA leaf."""
     shapes = {}
-    for name, shape in base_variable_shapes(resolution).items():
+    for name, shape in base.items():
         shapes[_full(name)] = shape
-        if name.rsplit('/', 1)[-1] in EMA_LEAVES:
-            shapes[_full(f'{name}/{EMA}')] = shape
+        if name.rsplit('/', 1)[-1] in ema_leaves:
+            shapes[_full(f'{name}/{ema}')] = shape
     return shapes
 
 
@@ -96,15 +101,17 @@ class SyntheticModule(Mapping):
     """
 
     SCALES = {'linear/': 0.05, 'Generator/ScaledCrossReplicaBN/': 0.2}
+    EMA, EMA_LEAVES = EMA, EMA_LEAVES  # the module family's (a subclass may have its own)
+    variable_shapes = staticmethod(module_variable_shapes)
 
     def __init__(self, resolution: int, seed: int = 0, zeros: bool = False):
-        self.shapes = module_variable_shapes(resolution)
+        self.shapes = self.variable_shapes(resolution)
         self._stored: Dict[str, np.ndarray] = {}
         gen = torch.Generator().manual_seed(seed)
         for name, shape in self.shapes.items():
             short = name[len('module/'):-len(':0')]
             leaf = short.rsplit('/', 1)[-1]
-            if leaf in EMA_LEAVES:
+            if leaf in self.EMA_LEAVES:
                 continue  # a raw weight: derived from its EMA variant when read
             if zeros:
                 value = torch.zeros(shape)
@@ -125,7 +132,7 @@ class SyntheticModule(Mapping):
         if name in self._stored:
             return self._stored[name]
         if name in self.shapes:  # a raw weight: minus its EMA variant
-            return -self._stored[name[:-len(':0')] + f'/{EMA}:0']
+            return -self._stored[name[:-len(':0')] + f'/{self.EMA}:0']
         raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:
