@@ -51,15 +51,23 @@ def pil_loader(path: str) -> Image.Image:
 # Image folders
 
 
+FLAT = ''  # the one class of a flat folder: its images lie in ``root`` itself
+
+
 def find_classes(root: str) -> list[str]:
-    """Sorted names of the class sub-folders of ``root`` (hidden folders are not classes)."""
+    """Sorted names of the class sub-folders of ``root`` (hidden folders are not classes), or
+    ``[FLAT]`` for a flat folder (images directly in ``root``, no sub-folders): one class, for
+    unconditional training."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f'image folder {root!r} does not exist (check --data_root)')
-    classes = sorted(entry.name for entry in os.scandir(root)
-                     if entry.is_dir() and not entry.name.startswith('.'))
+    entries = [entry for entry in os.scandir(root) if not entry.name.startswith('.')]
+    classes = sorted(entry.name for entry in entries if entry.is_dir())
+    if not classes and any(entry.is_file() and is_image_file(entry.name) for entry in entries):
+        return [FLAT]
     if not classes:
-        raise ValueError(f'image folder {root!r} has no class sub-folders: expected '
-                         f'{os.path.join(root, "<class>", "<image>")}')
+        raise ValueError(f'image folder {root!r} has no class sub-folders and no images: '
+                         f'expected {os.path.join(root, "<class>", "<image>")} or, for one '
+                         f'class, {os.path.join(root, "<image>")}')
     return classes
 
 

@@ -243,6 +243,17 @@ NEW_FLAGS = [
     F('time_limit', float, 0.0, 'stop (and save) after M minutes of training, e.g. before a '
       "cluster job's wall-time limit (0: none)", 'train', limits='>= 0'),
     F('loss', str, 'hinge', 'GAN loss', 'train', choices=From('losses', 'LOSSES')),
+    F('unconditional', FLAG, False, 'train without labels: every image is of one class (a '
+      'flat --dataset ImageFolder folder is one class anyway)', 'data', tag='uncond'),
+    F('finetune_from', str, '', "start a new run from these weights: a weights folder (ours or "
+      "the original's, with G.pth and D.pth) or a G state_dict file; what fits is copied, class "
+      'embeddings are re-initialized (see --class_map)', 'run'),
+    F('class_map', str, '', 'with --finetune_from: a JSON list (or object) giving the source '
+      'class whose embedding rows each new class keeps', 'run'),
+    F('freeze_G', int, 0, 'keep the first N residual blocks of G (next to z) fixed', 'train',
+      limits='>= 0', tag='freezeG%d'),
+    F('freeze_D', int, 0, 'keep the first N residual blocks of D (next to the image) fixed',
+      'train', limits='>= 0', tag='freezeD%d'),
     F('resolution', int, 0, 'image size for --dataset ImageFolder / HDF5 (0: from the dataset)',
       'GD', limits='>= 0'),
     F('G_block', str, '', "G residual block, by name ('': the model's own)", 'G',

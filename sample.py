@@ -274,7 +274,7 @@ def write_sheets(G: nn.Module, config: dict, device: torch.device,
                 progress=progress and functools.partial(progress, desc='Class sheets '))
     if config['sample_interps']:
         sampler = noise(G, config, device, INTERPS)
-        kinds = ((False, False), (False, True), (True, False))
+        kinds = sampling.interp_kinds(config['n_classes'])
         with train_fns.preserve_state(G):
             out['interps'] = [sampling.interp_sheet(G, 16, 8, config['n_classes'], *sheets,
                                                     sampler, fix_z=fix_z, fix_y=fix_y)

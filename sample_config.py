@@ -128,6 +128,9 @@ def sample_dataset(config: dict) -> Tuple[int, int, int]:
     Table datasets fix both; with --G_weights (a bare G, no training run behind it) --resolution
     and --n_classes may differ from the table, e.g. --resolution 512 for biggan-512.pth.
     """
+    if config.get('unconditional'):  # one class whatever the data has: one row per sheet
+        resolution = sample_dataset({**config, 'unconditional': False, 'n_classes': 0})[0]
+        return resolution, 1, 1
     dataset, resolution, n_classes = config['dataset'], config['resolution'], config['n_classes']
     if dataset in datasets.DATASETS:
         info = datasets.DATASETS[dataset]

@@ -252,6 +252,8 @@ def sample_sheet(G: nn.Module, classes_per_sheet: int, num_classes: int,
     folder = os.path.join(samples_root, experiment_name, str(folder_number))
     os.makedirs(folder, exist_ok=True)
     classes = list(range(num_classes)) if classes is None else list(classes)
+    if num_classes == 1:  # unconditional: one square sheet, every row of the one class
+        classes, classes_per_sheet = [0] * samples_per_class, samples_per_class
     paths = []
     starts = range(0, len(classes), classes_per_sheet)
     for i in (progress(starts) if progress else starts):
@@ -264,6 +266,14 @@ def sample_sheet(G: nn.Module, classes_per_sheet: int, num_classes: int,
         save_image(grid, path, nrow=samples_per_class)
         paths.append(path)
     return paths
+
+
+def interp_kinds(n_classes: int) -> Tuple[Tuple[bool, bool], ...]:
+    """(fix_z, fix_y) of the interpolation sheets: z and class, class only, z only (the
+    original's three); with one class only z moves, so one sheet (interpZ)."""
+    if n_classes == 1:
+        return ((False, True),)
+    return ((False, False), (False, True), (True, False))
 
 
 def interp(x0: torch.Tensor, x1: torch.Tensor, num_midpoints: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ import atomic
 import checkpoints
 import datasets
 import distributed
+import finetune
 import loggers
 import sampling
 import train_fns
@@ -223,8 +224,13 @@ def preflight(config: dict) -> None:
     before minutes of building and initializing the real ones."""
     model = utils.model_module(config)
     with torch.device('meta'):
-        model.Generator(**{**config, 'skip_init': True})
-        model.Discriminator(**{**config, 'skip_init': True})
+        G = model.Generator(**{**config, 'skip_init': True})
+        D = model.Discriminator(**{**config, 'skip_init': True})
+    finetune.check_freeze(G, D, config)
+    finetune.check_source(config)
+    if config['finetune_from'] and config['resume']:
+        distributed.main_process_print('Note: --resume continues from the run\'s own checkpoint;'
+                                       ' --finetune_from is used at a fresh start only')
 
 
 def _train(config: dict, device: torch.device) -> dict:
@@ -276,6 +282,10 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
                                   torch.device('cpu'), seed=config['seed'])
     if config['resume']:
         resume(config, experiment_name, models, state_dict, noise)
+    elif config['finetune_from']:
+        finetune.start_from(config, models, say)
+    if finetune.freeze(models.G, models.D, config):
+        say(f"Frozen: the first {config['freeze_G']} blocks of G, {config['freeze_D']} of D")
     distributed.broadcast_states(models.G, models.D, models.G_ema)
     train_log, test_log = make_loggers(config, experiment_name, state_dict)
     fixed_z, fixed_y = sampling.NoiseSampler(models.G.dim_z, config['n_classes'],
@@ -370,6 +380,8 @@ def loop(run: Run) -> None:
         state_dict['itr'] += 1
         itr = state_dict['itr']
         _set_mode(True, models.G, models.D, models.G_ema)
+        if config['unconditional']:
+            y = torch.zeros_like(y)  # one class: the models' class parameters are a constant
         x, y = train_fns.prepare_batch(x, y, run.device, config['channels_last'])
         log.add(itr, run.train(x, y))
         if config['sv_log_interval'] > 0 and itr % config['sv_log_interval'] == 0:

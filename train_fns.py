@@ -30,8 +30,10 @@ import sampling
 # ------------------------------------------------------------------------------------------------
 
 def toggle_grad(model: nn.Module, on_or_off: bool) -> None:
+    """requires_grad on or off for every parameter, except frozen ones (finetune.freeze),
+    which stay off."""
     for param in model.parameters():
-        param.requires_grad = on_or_off
+        param.requires_grad = on_or_off and not getattr(param, 'frozen', False)
 
 
 @torch.no_grad()
@@ -346,7 +348,7 @@ def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict,
                               classes=classes, progress=functools.partial(
                                   loggers.progress, desc='Class sheets ', displaytype='eta')
                               if show else None)
-        for fix_z, fix_y in ((False, False), (False, True), (True, False)):
+        for fix_z, fix_y in sampling.interp_kinds(config['n_classes']):
             sampling.interp_sheet(net, 16, 8, config['n_classes'], config['samples_root'],
                                   experiment_name, itr, sampler, fix_z=fix_z, fix_y=fix_y)
 

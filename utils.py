@@ -119,6 +119,8 @@ def validate(config: dict) -> None:
     except (TypeError, ValueError):
         raise ValueError(f"--logstyle {config['logstyle']!r} is not a printf format for one "
                          f"number, e.g. '%3.3e'") from None
+    if config.get('class_map') and not config.get('finetune_from'):
+        raise ValueError('--class_map maps the classes of --finetune_from: give both')
     if config['use_ema'] and not config['ema']:
         print('Note: --use_ema without --ema: there is no G_ema to use, sampling and tests use G')
 
@@ -143,8 +145,8 @@ def parse_config(argv: Optional[List[str]] = None) -> Config:
     info = datasets.dataset_info(config['dataset'], config['data_root'],
                                  config['resolution'] or None)
     config['resolution'] = info.resolution
-    config['n_classes'] = info.n_classes
-    config['classes_per_sheet'] = info.classes_per_sheet
+    config['n_classes'] = 1 if config['unconditional'] else info.n_classes
+    config['classes_per_sheet'] = 1 if config['unconditional'] else info.classes_per_sheet
     config['G_batch_size'] = max(config['G_batch_size'], config['batch_size'])
     config['skip_init'] = config['skip_init'] or config['resume']
     config['amp'] = amp_mode(config)
