@@ -270,6 +270,9 @@ NEW_FLAGS = [
       'moments.npz)', 'metrics'),
     F('use_kid', FLAG, False, 'also compute KID at each test (the moments file must hold KID '
       'features)', 'metrics'),
+    F('fmnist_scorer', FLAG, False, 'FMNIST only: at each test, score with a small Fashion-MNIST '
+      'classifier (class accuracy and FID in its feature space, fmnist_scorer.py) instead of '
+      'Inception IS / FID; offline, no weights to download', 'metrics'),
     F('use_prdc', FLAG, False, 'also compute precision / recall (k = 3) and density / coverage '
       '(k = 5) at each test, against the real features of the moments file', 'metrics'),
     # Speed (README: Speed and scale)

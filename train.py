@@ -330,6 +330,10 @@ def prepare_metrics(config: dict, device, last_itr: int):
             raise RuntimeError('no test was planned in this run (--test_every is beyond its '
                                'last iteration)')
         return no_tests
+    if config['fmnist_scorer']:
+        import fmnist_scorer
+        return fmnist_scorer.FMNISTMetrics(config['data_root'],
+                                           progress=distributed.is_main())
     # --parallel spreads the Inception net over the visible GPUs only in a single process; under
     # torchrun each process keeps to its own GPU.
     parallel = config['parallel'] and distributed.world_size() == 1
@@ -362,9 +366,12 @@ def loop(run: Run) -> None:
     num_iters = config['num_iters']
     main = distributed.is_main()
     batches = _batches(run.loader, config, state_dict)
+    # A run that --time_limit stops, before --num_iters or the data's end, has no known end.
+    timed = bool(config['time_limit']) and not num_iters
     if config['pbar'] == 'tqdm' and main:
-        batches = tqdm(batches, total=run.last_itr, initial=state_dict['itr'],
-                       dynamic_ncols=True)
+        batches = tqdm(batches, total=None if timed else run.last_itr, initial=state_dict['itr'],
+                       dynamic_ncols=True,
+                       desc=f"--time_limit {config['time_limit']:g} min" if timed else None)
     elif config['pbar'] == 'mine' and main:
         batches = loggers.progress(batches, total=run.last_itr, start=state_dict['itr'],
                                    displaytype='s1k' if config['use_multiepoch_sampler']

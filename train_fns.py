@@ -378,8 +378,10 @@ def test(models: Models, sampler, state_dict: dict, config: dict, sample: Callab
         IS_mean, IS_std, FID = get_inception_metrics(sample, config['num_inception_images'],
                                                      num_splits=10)
         if main:
-            print(f'Itr {itr}: Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, '
-                  f'FID is {FID:5.4f}')
+            describe = getattr(get_inception_metrics, 'describe', None)  # another scorer's
+            print(f'Itr {itr}: ' + (describe(IS_mean, IS_std, FID) if describe else
+                                    f'Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, '
+                                    f'FID is {FID:5.4f}'))
         improved = ((config['which_best'] == 'IS' and IS_mean > state_dict['best_IS'])
                     or (config['which_best'] == 'FID' and FID < state_dict['best_FID']))
         state_dict['best_IS'] = max(state_dict['best_IS'], float(IS_mean))
@@ -394,8 +396,10 @@ def test(models: Models, sampler, state_dict: dict, config: dict, sample: Callab
                 checkpoints.save_weights(models.G, models.D, state, config['weights_root'],
                                          experiment_name, f'best{slot}', models.G_ema,
                                          G_optim=models.G_optim, D_optim=models.D_optim)
-    record = {'itr': int(itr), 'IS_mean': float(IS_mean), 'IS_std': float(IS_std),
-              'FID': float(FID), **extra_metrics(get_inception_metrics)}
+    named = getattr(get_inception_metrics, 'record', None)
+    record = {'itr': int(itr), **(named(IS_mean, IS_std, FID) if named else
+                                  {'IS_mean': float(IS_mean), 'IS_std': float(IS_std),
+                                   'FID': float(FID), **extra_metrics(get_inception_metrics)})}
     if main:
         test_log.log(record)
     return record

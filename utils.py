@@ -119,6 +119,9 @@ def validate(config: dict) -> None:
     except (TypeError, ValueError):
         raise ValueError(f"--logstyle {config['logstyle']!r} is not a printf format for one "
                          f"number, e.g. '%3.3e'") from None
+    if config.get('fmnist_scorer') and config['dataset'] != 'FMNIST':
+        raise ValueError(f"--fmnist_scorer scores Fashion-MNIST samples; --dataset is "
+                         f"{config['dataset']!r} (use the Inception metrics there)")
     if config.get('class_map') and not config.get('finetune_from'):
         raise ValueError('--class_map maps the classes of --finetune_from: give both')
     if config['use_ema'] and not config['ema']:

@@ -2,7 +2,8 @@
 
 The Python stand-in for the original's MATLAB scripts (`process_inception_log.m`,
 `process_training.m`, `compare_IS.m`). Reads `<logs_root>/<exp>_log.jsonl` (one JSON test record
-per line: `itr`, `IS_mean`, `IS_std`, `FID`, `_stamp`, and `KID_mean` / `KID_std` where logged)
+per line: `itr`, `IS_mean`, `IS_std`, `FID`, `_stamp`, and `KID_mean` / `KID_std` or
+`fmnist_accuracy` / `fmnist_FID` where logged)
 and `<logs_root>/<exp>/<metric>.log` (lines `<itr>: <value>`: `G_loss`, `D_loss_real`,
 `D_loss_fake`, singular values such as `G_linear_sv0`), and writes `<exp>_metrics.png`,
 `<exp>_losses.png`, `<exp>_svs.png` and, with `--compare`, `compare_IS.png`:
@@ -29,6 +30,8 @@ METRIC_PANELS = (
     ('IS_mean', 'IS_std', 'Inception Score', np.nanargmax),
     ('FID', None, 'FID', np.nanargmin),
     ('KID_mean', 'KID_std', 'KID', np.nanargmin),
+    ('fmnist_accuracy', None, 'classifier accuracy (--fmnist_scorer)', np.nanargmax),
+    ('fmnist_FID', None, 'classifier FID (--fmnist_scorer)', np.nanargmin),
 )
 # Past this many layers a legend would hide the singular-value lines it names.
 MAX_LEGEND_ENTRIES = 12

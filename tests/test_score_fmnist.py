@@ -1,7 +1,7 @@
-"""scripts/utils/score_fmnist.py on synthetic Fashion-MNIST files (no data set needed): real
-images score high and near the floor, noise and wrong labels do not, every input layout gives
-the same numbers, the cache is reused and a stale one retrained, and the command line prints
-one JSON line or one `error:` line with exit status 2."""
+"""fmnist_scorer.py and scripts/utils/score_fmnist.py on synthetic Fashion-MNIST files (no data set
+needed): real images score high and near the floor, noise and wrong labels do not, every input
+layout gives the same numbers, the cache is reused and a stale one retrained, and the command
+line prints one JSON line or one `error:` line with exit status 2."""
 import gzip
 import json
 import os
@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import fmnist_scorer
 from conftest import ROOT
 from data_helpers import write_fmnist
 
@@ -76,7 +77,7 @@ def setup(tmp_path_factory):
     write_split(root, 't10k', *synthetic(500, seed=2))
     held_images, held_labels = synthetic(1000, seed=3)
     # One thread: the same numbers from every call, whatever the machine's load.
-    scorer = score_fmnist.Scorer(root, progress=False, threads=1, **OPTIONS)
+    scorer = fmnist_scorer.Scorer(root, progress=False, threads=1, **OPTIONS)
     return root, scorer, served(held_images), held_labels
 
 
@@ -154,28 +155,28 @@ def test_bad_labels_are_refused(setup, labels, match):
 
 def test_the_cache_is_reused_and_a_stale_one_retrained(setup, monkeypatch, tmp_path):
     root, scorer, images, labels = setup
-    path = os.path.join(root, score_fmnist.CACHE_NAME)  # the default: beside the data
+    path = os.path.join(root, fmnist_scorer.CACHE_NAME)  # the default: beside the data
     assert os.path.isfile(path)
-    monkeypatch.setattr(score_fmnist, 'train_classifier', _no_training)
-    again = score_fmnist.Scorer(root, progress=False, threads=1, **OPTIONS)
+    monkeypatch.setattr(fmnist_scorer, 'train_classifier', _no_training)
+    again = fmnist_scorer.Scorer(root, progress=False, threads=1, **OPTIONS)
     assert again.score(images, labels) == scorer.score(images, labels)
     assert again.floor() == scorer.floor()
     for kwargs in ({'retrain': True}, {'epochs': 9}):  # asked for, other settings
         with pytest.raises(Retrained):
-            score_fmnist.Scorer(root, progress=False, **{**OPTIONS, **kwargs})
+            fmnist_scorer.Scorer(root, progress=False, **{**OPTIONS, **kwargs})
     state = torch.load(path, weights_only=True)
     stale = str(tmp_path / 'stale.pth')
     for broken in ({**state, 'version': 'fmnist-scorer-0'}, {**state, 'data': 'other'}):
-        score_fmnist.save_cache(stale, broken)
+        fmnist_scorer.save_cache(stale, broken)
         with pytest.raises(Retrained):
-            score_fmnist.Scorer(root, cache=stale, progress=False, **OPTIONS)
+            fmnist_scorer.Scorer(root, cache=stale, progress=False, **OPTIONS)
     with open(stale, 'wb') as f:
         f.write(b'not a cache')
     with pytest.raises(Retrained):
-        score_fmnist.Scorer(root, cache=stale, progress=False, **OPTIONS)
+        fmnist_scorer.Scorer(root, cache=stale, progress=False, **OPTIONS)
     # Without the data the cache is taken as it is: scoring needs no data.
-    score_fmnist.save_cache(stale, state)
-    alone = score_fmnist.Scorer(str(tmp_path / 'no-data'), cache=stale, progress=False,
+    fmnist_scorer.save_cache(stale, state)
+    alone = fmnist_scorer.Scorer(str(tmp_path / 'no-data'), cache=stale, progress=False,
                                 threads=1, **OPTIONS)
     assert alone.floor() == scorer.floor()
 
@@ -252,7 +253,7 @@ def _main(capsys, *argv) -> tuple[int, list, list]:
 def test_cli_reads_arr_keys_and_nhwc_and_prints_the_floor(setup, tmp_path, capsys,
                                                           monkeypatch):
     root, scorer, images, labels = setup
-    monkeypatch.setattr(score_fmnist, 'train_classifier', _no_training)
+    monkeypatch.setattr(fmnist_scorer, 'train_classifier', _no_training)
     npz = _write_npz(tmp_path / 'adm.npz', arr_0=images.transpose(0, 2, 3, 1), arr_1=labels)
     status, out, err = _main(capsys, '--npz', npz, '--data_root', root)
     assert status == 0 and len(out) == 1, err
@@ -281,7 +282,7 @@ def test_cli_reads_arr_keys_and_nhwc_and_prints_the_floor(setup, tmp_path, capsy
 ])
 def test_cli_refuses_a_bad_npz_with_one_error_line(setup, tmp_path, capsys, monkeypatch,
                                                    arrays, match):
-    monkeypatch.setattr(score_fmnist, 'train_classifier', _no_training)
+    monkeypatch.setattr(fmnist_scorer, 'train_classifier', _no_training)
     monkeypatch.delenv('BIGGAN_DEBUG', raising=False)
     path = str(tmp_path / 'bad.npz')
     if arrays is None:
@@ -296,3 +297,28 @@ def test_cli_refuses_a_bad_npz_with_one_error_line(setup, tmp_path, capsys, monk
     assert status == 2 and out == [] and len(err) == 1
     assert err[0].startswith('error: --npz ') and path in err[0]
     assert re.search(match, err[0]), err[0]
+
+
+def test_train_logs_the_classifier_scores_at_each_test(setup, tmp_path, capsys):
+    """train.py --fmnist_scorer tests with the cached classifier, no Inception weights: the
+    JSONL record and the console line carry its accuracy and FID."""
+    import train
+    import utils
+    root, _, _, _ = setup
+    argv = ['--dataset', 'FMNIST', '--data_root', root, '--G_ch', '4', '--D_ch', '4',
+            '--G_attn', '0', '--D_attn', '0', '--dim_z', '16', '--batch_size', '4',
+            '--num_D_steps', '1', '--num_workers', '0', '--pbar', 'none', '--num_iters', '2',
+            '--test_every', '2', '--save_every', '100', '--num_inception_images', '50',
+            '--fmnist_scorer', '--inception_weights', str(tmp_path / 'no_such_weights.pth')]
+    for name in ('weights', 'logs', 'samples'):
+        argv += [f'--{name}_root', str(tmp_path / name)]
+    config = utils.parse_config(argv)
+    train.run(config)
+    log = tmp_path / 'logs' / f'{utils.experiment_name(config)}_log.jsonl'
+    record = json.loads(log.read_text().splitlines()[-1])
+    assert set(record) >= {'itr', 'fmnist_accuracy', 'fmnist_FID'} and 'IS_mean' not in record
+    assert record['itr'] == 2 and 0 <= record['fmnist_accuracy'] <= 1
+    assert record['fmnist_FID'] > 0
+    assert 'Itr 2: Fashion-MNIST classifier accuracy is' in capsys.readouterr().out
+    with pytest.raises(ValueError, match='--fmnist_scorer scores Fashion-MNIST samples'):
+        utils.parse_config(['--dataset', 'C10', '--fmnist_scorer'])
