@@ -4,7 +4,8 @@
 # mixed-precision steps), then bench.py's JSON lines for i128, deep128, c10 and sample, plain
 # float32 eager (--baseline) and the fast paths (bf16 + channels-last + compile; fp16; CUDA
 # graphs for c10), with the CUDA-graph skips counted, a 2-process NCCL run where two GPUs are
-# visible, and scripts/utils/estimate_memory.py's i128 figure to set beside the measured peak.
+# visible, scripts/utils/estimate_memory.py's i128 figure to set beside the measured peak, and
+# sample.py's wall time, float32 eager against the fast path.
 # Results go to $OUT (default gpu_check/); each step is time-boxed so the whole stays inside
 # BUDGET seconds (default 480).
 set -uo pipefail
@@ -49,5 +50,21 @@ fi
 if [ "$(left)" -gt 30 ]; then
     timeout "$(left)" "$PY" scripts/utils/estimate_memory.py --config i128 --batch_size 256 \
         2>>"$OUT/bench.log" | tail -n 1 | tee -a "$OUT/bench.jsonl"
+fi
+# 5. sample.py end to end (BigGAN 128 G, random weights, 2,048 images): float32 eager, then the
+#    fast path; wall time per command, start-up included.
+if [ "$(left)" -gt 90 ]; then
+    "$PY" -c "import torch, BigGAN; torch.save(BigGAN.Generator(resolution=128, n_classes=1000,
+G_ch=96, G_shared=True, shared_dim=128, hier=True, dim_z=120, G_attn='64').state_dict(),
+'$OUT/g128.pth')"
+    for extra in "" "--amp bf16 --channels_last"; do
+        t0=$(date +%s%N)
+        timeout 60 "$PY" sample.py --resolution 128 --n_classes 1000 --G_ch 96 --G_shared \
+            --shared_dim 128 --hier --dim_z 120 --G_attn 64 --G_eval_mode --pbar none \
+            --G_weights "$OUT/g128.pth" --samples_root "$OUT/samples" --sample_npz \
+            --sample_num_npz 2048 --G_batch_size 256 $extra >>"$OUT/bench.log" 2>&1
+        echo "sample.py ${extra:-float32 eager}: $(( ($(date +%s%N) - t0) / 1000000 )) ms" \
+            | tee -a "$OUT/bench.log"
+    done
 fi
 echo "gpu_check: $(( $(date +%s) - start )) s; results in $OUT/"
