@@ -150,6 +150,7 @@ class InceptionMetrics:
         self.hint, self.dataset, self.resolution = hint, dataset, resolution
         self._net = net  # None until first needed
         self._reference: Optional[dict] = None
+        self._real: Optional[np.ndarray] = None
         self.last: Optional[dict] = None
 
     @property
@@ -162,6 +163,13 @@ class InceptionMetrics:
 
     def needs_moments(self) -> bool:
         return not self.no_fid or self.use_kid or self.use_prdc
+
+    def real(self) -> np.ndarray:
+        """The real features KID and precision / recall compare with: kept once computed (an
+        ADM reference batch's images would otherwise go through the network at every test)."""
+        if self._real is None:
+            self._real = real_features(self.reference(), self.net, self.device)
+        return self._real
 
     def reference(self) -> dict:
         """The dataset's moments, read on first use."""
@@ -211,7 +219,7 @@ class InceptionMetrics:
                      'KID_std': None, 'num_images': len(pool), 'precision': None,
                      'recall': None, 'density': None, 'coverage': None}
         if self.use_kid or self.use_prdc:
-            real = real_features(self.reference(), self.net, self.device)
+            real = self.real()
             if self.use_kid:
                 self.last['KID_mean'], self.last['KID_std'] = calculate_kid(pool, real)
             if self.use_prdc:

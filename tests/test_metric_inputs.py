@@ -117,6 +117,24 @@ def test_adm_reference_batches_give_fid_kid_and_manifold_metrics(tmp_path):
     assert 0 < result['recall'] < 1 or 0 < result['precision'] < 1  # not a trivial fixture
 
 
+def test_an_adm_reference_batch_goes_through_the_network_once_per_run(tmp_path):
+    """Training tests again and again: the reference images' features are computed at the
+    first test and kept, and later tests give the same KID from them."""
+    real, fake = uniform_images(30, seed=8), uniform_images(16, seed=9)
+    _adm_reference_batch(tmp_path / 'ref.npz', real)
+    net, images_seen = TinyFeatureNet(), []
+    net.register_forward_hook(lambda module, args, out: images_seen.append(len(args[0])))
+    metrics = inception_utils.InceptionMetrics(str(tmp_path / 'ref.npz'), use_kid=True,
+                                               device='cpu', net=net)
+    results = []
+    for _ in range(2):
+        batches = iter(fake.float().div(127.5).sub(1).split(8))
+        metrics(lambda: (next(batches), None), 16, num_splits=2, prints=False)
+        results.append(metrics.last['KID_mean'])
+    assert sum(images_seen) == 2 * len(fake) + len(real)
+    assert results[0] == results[1]
+
+
 def test_our_files_give_manifold_metrics_from_their_kid_features(tmp_path, capsys):
     real, fake = uniform_images(30, seed=10), uniform_images(20, seed=11)
     write_moments(tmp_path / 'm.npz', real)
