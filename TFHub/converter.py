@@ -30,8 +30,8 @@ if __package__ in (None, ''):  # run as a script: make the repository root impor
 import BigGAN  # noqa: E402
 from TFHub.biggan_v1 import truncated_z_sample  # noqa: E402
 from TFHub.tf_reader import (BOTTOM, EMA_LEAVES, EMA_SUFFIX, IGNORED_LEAVES,  # noqa: E402,F401
-                             TF_EPS, ConversionError, Reader, attention, channel_major, conv,
-                             gblock_count, problems, put_sn)
+                             TF_EPS, ConversionError, Reader, attention, conv,
+                             conditional_gains, g_linear, gblock_count, problems)
 from TFHub.variables import (ModulePathError, atomic_path,  # noqa: E402
                              download_module, dump_to_hdf5, open_variables)
 
@@ -76,29 +76,14 @@ def module_resolution(variables: Mapping) -> Optional[int]:
 # The mapping
 # ------------------------------------------------------------------------------------------------
 
-def _g_linear(src: Reader, out: Dict, z_chunk: int, channels: int) -> None:
-    scope = 'Generator/G_Z/G_linear'
-    src.log(f'linear <- {scope} (rows to channel-major)')
-    n = BOTTOM * BOTTOM * channels
-    weight = src.read(scope, 'w', (z_chunk, n)).t()
-    bias = src.read(scope, 'b', (n,))
-    u = src.read(scope, 'u0', (n,), any_layout=True)
-    put_sn(out, 'linear', channel_major(weight, channels), channel_major(bias, channels),
-            channel_major(u, channels))
-
-
 def _hyper_bn(src: Reader, out: Dict, key: str, scope: str, channels: int,
               z_chunk: int) -> None:
     stats = scope.replace('HyperBN', 'CrossReplicaBN')
     src.log(f'{key} <- {scope}, {stats} (columns to [class | z])')
     out[f'{key}.stored_mean'] = src.read(stats, 'accumulated_mean', (channels,))
     out[f'{key}.stored_var'] = src.read(stats, 'accumulated_var', (channels,))
-    for ours, theirs in (('gain', 'gamma'), ('bias', 'beta')):
-        weight = src.read(f'{scope}/{theirs}', 'w', (z_chunk + SHARED_DIM, channels)).t()
-        # TF conditions on [z chunk | class embedding]; BigGAN.Generator on [class | z chunk].
-        weight = torch.cat([weight[:, z_chunk:], weight[:, :z_chunk]], 1)
-        put_sn(out, f'{key}.{ours}', weight, None,
-                src.read(f'{scope}/{theirs}', 'u0', (1, channels), any_layout=True))
+    conditional_gains(src, out, key, scope, ('gamma', 'beta'), z_chunk + SHARED_DIM, z_chunk,
+                      channels)
 
 
 def _output_layer(src: Reader, out: Dict) -> None:
@@ -120,7 +105,7 @@ def _map(src: Reader, resolution: int) -> 'OrderedDict[str, torch.Tensor]':
     # TF embeds classes with a bias-free linear of one-hot vectors, weight (classes, 128) as
     # (in, out): its rows are already the embedding table.
     out['shared.weight'] = src.read('linear', 'w', (N_CLASSES, SHARED_DIM))
-    _g_linear(src, out, z_chunk, arch['in_channels'][0])
+    g_linear(src, out, 'Generator/G_Z/G_linear', z_chunk, arch['in_channels'][0])
     for i, (c_in, c_out) in enumerate(zip(arch['in_channels'], arch['out_channels'])):
         scope = 'Generator/GBlock' + (f'_{i}' if i else '')
         key = f'blocks.{i}.0'

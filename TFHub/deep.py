@@ -45,8 +45,9 @@ import torch
 import torch.nn.functional as F
 
 import BigGANdeep
-from TFHub.tf_reader import (IGNORED_LEAVES, TF_EPS, ConversionError, Reader, attention,
-                             channel_major, conv, gblock_count, problems, put_sn, sigma)
+from TFHub.tf_reader import (BOTTOM, IGNORED_LEAVES, TF_EPS, ConversionError, Reader, attention,
+                             conditional_gains, conv, g_linear, gblock_count, problems,
+                             put_sn, sigma)
 from TFHub.variables import canonical_name, import_optional
 
 # ------------------------------------------------------------------------------------------------
@@ -66,7 +67,6 @@ N_CLASSES = 1000
 G_DEPTH = 2           # blocks per stage: the first keeps the width, the second upsamples
 ATTENTION = 64        # attention after the stage that reaches 64 x 64 (TF: before GBlock_8)
 EPS = TF_EPS          # every BN and SN
-BOTTOM = 4
 RGB_CHANNELS = CH     # conv_to_rgb's output channels in TF; the graph keeps the first 3
 N_STATS = 51          # BN statistics per truncation k / (N_STATS - 1), k = 0..N_STATS - 1
 MODULE_URL = 'https://tfhub.dev/deepmind/biggan-deep-{}/1'
@@ -155,11 +155,6 @@ def statistics_row(truncation: float) -> int:
 # The mapping
 # ------------------------------------------------------------------------------------------------
 
-def _class_first(weight: torch.Tensor) -> torch.Tensor:
-    """Columns from TF's [z | class embedding] to BigGANdeep's [class embedding | z]."""
-    return torch.cat([weight[:, DIM_Z:], weight[:, :DIM_Z]], 1)
-
-
 def _statistics(src: Reader, scope: str, channels: int, row: int) -> Dict[str, torch.Tensor]:
     """stored_mean / stored_var of one BN: row `row` of a (N_STATS, C) table, or a (C,) vector."""
     out = {}
@@ -174,26 +169,13 @@ def _statistics(src: Reader, scope: str, channels: int, row: int) -> Dict[str, t
     return out
 
 
-def _g_linear(src: Reader, out: Dict, channels: int) -> None:
-    scope = 'Generator/GenZ/G_linear'
-    src.log(f'linear <- {scope} (columns to [class | z], rows to channel-major)')
-    n = BOTTOM * BOTTOM * channels
-    weight = _class_first(src.read(scope, 'w', (DIM_Z + SHARED_DIM, n)).t())
-    bias = src.read(scope, 'b', (n,))
-    u = src.read(scope, 'u0', (n,), any_layout=True)
-    put_sn(out, 'linear', channel_major(weight, channels), channel_major(bias, channels),
-            channel_major(u, channels))
-
-
 def _conditional_bn(src: Reader, out: Dict, key: str, scope: str, channels: int,
                     row: int) -> None:
     src.log(f'{key} <- {scope} (columns to [class | z])')
     for name, value in _statistics(src, scope, channels, row).items():
         out[f'{key}.{name}'] = value
-    for ours, theirs in (('gain', 'scale'), ('bias', 'offset')):
-        weight = src.read(f'{scope}/{theirs}', 'w', (DIM_Z + SHARED_DIM, channels)).t()
-        put_sn(out, f'{key}.{ours}', _class_first(weight), None,
-                src.read(f'{scope}/{theirs}', 'u0', (1, channels), any_layout=True))
+    conditional_gains(src, out, key, scope, ('scale', 'offset'), DIM_Z + SHARED_DIM, DIM_Z,
+                      channels)
 
 
 def _block(src: Reader, out: Dict, key: str, scope: str, c_in: int, c_out: int,
@@ -244,7 +226,7 @@ def _map(src: Reader, resolution: int, row: int) -> 'OrderedDict[str, torch.Tens
     # The one-hot class linear (classes, 128) as (in, out): its rows are the embedding table.
     out['shared.weight'] = src.read('linear', 'w', (N_CLASSES, SHARED_DIM))
     table = blocks(resolution)
-    _g_linear(src, out, table[0][1])
+    g_linear(src, out, 'Generator/GenZ/G_linear', DIM_Z + SHARED_DIM, table[0][1], DIM_Z)
     for index, (scope, c_in, c_out, has_attention) in enumerate(table):
         _block(src, out, f'blocks.{index}.0', scope, c_in, c_out, row)
         if has_attention:

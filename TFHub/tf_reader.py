@@ -135,3 +135,34 @@ def gblock_count(variables: Mapping) -> int:
         if match:
             indices.add(int(match.group(1) or 0))
     return max(indices) + 1 if indices else 0
+
+
+def class_first(weight: torch.Tensor, z_dim: int) -> torch.Tensor:
+    """Columns from TF's [z (chunk) | class embedding] to our generators' [class embedding | z]."""
+    return torch.cat([weight[:, z_dim:], weight[:, :z_dim]], 1)
+
+
+def g_linear(src: Reader, out: Dict, scope: str, in_features: int, channels: int,
+             z_dim: Optional[int] = None) -> None:
+    """G's first SN linear into `linear`: its rows to channel-major order and, with `z_dim`
+    (an input of [z | class embedding]), its columns to [class embedding | z]."""
+    src.log(f'linear <- {scope} (rows to channel-major'
+            + (', columns to [class | z])' if z_dim is not None else ')'))
+    n = BOTTOM * BOTTOM * channels
+    weight = src.read(scope, 'w', (in_features, n)).t()
+    if z_dim is not None:
+        weight = class_first(weight, z_dim)
+    bias = src.read(scope, 'b', (n,))
+    u = src.read(scope, 'u0', (n,), any_layout=True)
+    put_sn(out, 'linear', channel_major(weight, channels), channel_major(bias, channels),
+           channel_major(u, channels))
+
+
+def conditional_gains(src: Reader, out: Dict, key: str, scope: str, leaves: Sequence[str],
+                      in_features: int, z_dim: int, channels: int) -> None:
+    """A class-conditional BN's `gain` and `bias` SN linears from `scope/<leaf>` (TF's gamma /
+    beta or scale / offset, on [z | class embedding]), columns to [class embedding | z]."""
+    for ours, theirs in zip(('gain', 'bias'), leaves):
+        weight = src.read(f'{scope}/{theirs}', 'w', (in_features, channels)).t()
+        put_sn(out, f'{key}.{ours}', class_first(weight, z_dim), None,
+               src.read(f'{scope}/{theirs}', 'u0', (1, channels), any_layout=True))
