@@ -1,10 +1,12 @@
 """Build G and D from a reference command line, for the tests: the real parser's defaults (not
 the constructors' own, as the original's train.py does) and the dataset table's resolution and
 class count, handed to the models as a whole config."""
+import inspect
 import shlex
 
 import datasets
 import utils
+from flags import model_arguments
 
 
 def parse_flags(flags: str) -> dict:
@@ -20,3 +22,13 @@ def build_models(flags: str, n_classes=None, resolution=None, **overrides):
                   n_classes=n_classes or info.n_classes, **overrides)
     module = utils.model_module(config)
     return module.Generator(**config), module.Discriminator(**config), module
+
+
+def assert_builds_exactly(generator_class, config: dict, expected: dict) -> None:
+    """The generator keyword arguments `config` gives are `expected` and, for every other
+    argument, the constructor's default (a converter's G, built from documented flags)."""
+    params = inspect.signature(generator_class).parameters
+    args, block_flags = model_arguments('Generator', 'G', list(params), config)
+    assert {key: args[key] for key in expected} == expected and not block_flags
+    assert all(value == params[key].default for key, value in args.items()
+               if key not in expected)

@@ -1,7 +1,6 @@
 """sample.py end to end: on a tiny run written by train.py (no data on disk when sampling), on a
 folder in the original's layout, on a bare G state_dict; the files it writes, the metrics
 outputs with a stand-in Inception, and bad input."""
-import inspect
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from conftest import ROOT
 from data_helpers import random_hdf5
 from safe_pickle import safe_load
 from script_runner import script_argv
-from flags import model_arguments
+from model_flags import assert_builds_exactly
 from inception_testing import TinyFeatureNet, uniform_images, write_moments
 from original_checkpoint import make_original_i128_folder
 
@@ -233,12 +232,7 @@ def test_documented_tfhub_flags_build_the_converters_generator(tmp_path, resolut
     path.touch()
     config = sample_config.parse_sample_config(
         f'{TFHUB} {flags} --G_weights {path} --resolution {resolution}'.split())
-    params = inspect.signature(BigGAN.Generator).parameters
-    args, block_flags = model_arguments('Generator', 'G', list(params), config)
-    expected = converter.get_config(resolution)
-    assert {key: args[key] for key in expected} == expected and not block_flags
-    assert all(value == params[key].default for key, value in args.items()
-               if key not in expected)
+    assert_builds_exactly(BigGAN.Generator, config, converter.get_config(resolution))
     assert config['experiment_name'] == f'biggan-{resolution}'
 
 

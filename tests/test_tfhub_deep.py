@@ -3,7 +3,6 @@ names and shapes (tfhub_deep_synthetic.py) convert and load strictly into BigGAN
 the converted G computes what the TF graph computes (an independent float64 implementation of
 the graph below, reading the TF variables by name), bad input is named, and the command line
 converts an .h5 dump end to end."""
-import inspect
 import os
 import re
 import sys
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 import BigGAN
 import BigGANdeep
 import sample_config
-from flags import model_arguments
+from model_flags import assert_builds_exactly
 
 from tfhub_deep_synthetic import (ATTENTION_BEFORE, EMA, N_STATS, SyntheticDeepModule,
                                   layers, module_variable_shapes)
@@ -446,10 +445,5 @@ def test_documented_sample_flags_build_the_converters_generator(tmp_path, resolu
     path.touch()
     config = sample_config.parse_sample_config(
         f'{SAMPLE_FLAGS} --G_weights {path} --resolution {resolution}'.split())
-    params = inspect.signature(BigGANdeep.Generator).parameters
-    args, block_flags = model_arguments('Generator', 'G', list(params), config)
-    expected = deep.get_config(resolution)
-    assert {key: args[key] for key in expected} == expected and not block_flags
-    assert all(value == params[key].default for key, value in args.items()
-               if key not in expected)
+    assert_builds_exactly(BigGANdeep.Generator, config, deep.get_config(resolution))
     assert config['model'] == 'BigGANdeep'
