@@ -19,12 +19,13 @@ training images against the test statistics): what a generator as good as the da
     python scripts/utils/score_fmnist.py --floor
 
 (the command line, each printing one JSON line), and `train.py --fmnist_scorer`, which logs them
-at every --test_every instead of IS / FID (`FMNISTMetrics`). The first call trains the
-classifier (a few minutes on 2 CPU cores) and saves it to `<data_root>/fmnist_scorer.pth`
-(`logs/fmnist_scorer.pth` where the data folder is not writable); `--cache` picks another file,
-`--retrain` ignores the cached one. A
-cache from another version of this code or from other data files is retrained (one trained
-with other settings too, where the training options are given). From Python:
+at every --test_every instead of IS / FID (`FMNISTMetrics`). The classifier that ships with the
+code (`scripts/utils/fmnist_scorer.pth`) is used where the data files are the ones it was
+trained on (Debian's); elsewhere the first call trains it (a few minutes on 2 CPU cores) and
+saves it to `<data_root>/fmnist_scorer.pth` (`logs/fmnist_scorer.pth` where the data folder is
+not writable), which is looked for first. `--cache` picks another file, `--retrain` ignores the
+cached ones. A cache from another version of this code or from other data files is retrained
+(one trained with other settings too, where the training options are given). From Python:
 
     scorer = fmnist_scorer.Scorer()               # loads or trains the classifier
     scorer.score(images, labels)                 # uint8 or [-1, 1] float, N x 3 x 32 x 32
@@ -54,6 +55,10 @@ import sampling
 VERSION = 'fmnist-scorer-1 (cnn 16-32-32-64-64, fc 128, pad-2 32x32 RGB in [-1, 1])'
 CACHE_NAME = 'fmnist_scorer.pth'
 FALLBACK_DIR = 'logs'  # the index cache's fallback too (data_sources.INDEX_FALLBACK_DIR)
+# The classifier that ships with the code, trained by `score_fmnist.py --retrain` on Debian's
+# dataset-fashion-mnist files: looked for last, so a first demo needs no training. Like any cache
+# it is used only where the data files at hand are the ones it was trained on.
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'scripts', 'utils', CACHE_NAME)
 N_CLASSES = 10
 SIZE = 32
 FLOOR_IMAGES = 10000
@@ -161,12 +166,13 @@ def augment(images_u8: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 def default_cache_paths(data_root: str) -> tuple[list[str], str]:
     """(the files to look for a cache in, in order; the file to write a new one to).
 
-    `<data_root>/fmnist_scorer.pth` where that folder is writable, else
-    `logs/fmnist_scorer.pth` (relative to the working directory, as the image index cache)."""
+    Looked for: `<data_root>/fmnist_scorer.pth`, `logs/fmnist_scorer.pth` (relative to the
+    working directory, as the image index cache), then the shipped classifier (SHIPPED).
+    Written: `<data_root>/fmnist_scorer.pth` where that folder is writable, else the logs one."""
     primary = os.path.join(data_root, CACHE_NAME)
     fallback = os.path.join(FALLBACK_DIR, CACHE_NAME)
     writable = os.path.isdir(data_root) and os.access(data_root, os.W_OK)
-    return [primary, fallback], primary if writable else fallback
+    return [primary, fallback, SHIPPED], primary if writable else fallback
 
 
 def _config(options: dict) -> dict:

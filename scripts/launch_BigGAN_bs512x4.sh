@@ -1,10 +1,10 @@
 #!/bin/bash
 # BigGAN at 128x128 on ImageNet (the paper's model, ch 96): batch 512 x 4 accumulations = 2048.
 # Needs data/ILSVRC128.hdf5 and I128_inception_moments.npz (scripts/utils/prepare_data.sh).
-# On several GPUs prefer torchrun (see README, "Speed and scale"); --parallel uses every GPU
+# On several GPUs prefer torchrun (see docs/performance.md); --parallel uses every GPU
 # visible to this one process.
 source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
-"$PY" train.py \
+exec "$PY" train.py \
 --dataset I128_hdf5 --parallel --shuffle  --num_workers 8 --batch_size 512 --load_in_mem  \
 --num_G_accumulations 4 --num_D_accumulations 4 \
 --num_D_steps 1 --G_lr 1e-4 --D_lr 4e-4 --D_B2 0.999 --G_B2 0.999 \

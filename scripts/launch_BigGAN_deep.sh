@@ -1,7 +1,7 @@
 #!/bin/bash
 # BigGAN-deep at 128x128 on ImageNet (ch 128, 2 blocks per stage): batch 256 x 8 = 2048.
 source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
-"$PY" train.py \
+exec "$PY" train.py \
 --model BigGANdeep \
 --dataset I128_hdf5 --parallel --shuffle  --num_workers 8 --batch_size 256 \
 --num_G_accumulations 8 --num_D_accumulations 8 \

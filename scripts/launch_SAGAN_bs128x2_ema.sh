@@ -1,7 +1,7 @@
 #!/bin/bash
 # SA-GAN baseline at 128x128 (ch 64, no shared embedding): batch 128 x 2, EMA.
 source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
-"$PY" train.py \
+exec "$PY" train.py \
 --dataset I128_hdf5 --parallel --shuffle  --num_workers 8 --batch_size 128 \
 --num_G_accumulations 2 --num_D_accumulations 2 \
 --num_D_steps 1 --G_lr 1e-4 --D_lr 4e-4 --D_B2 0.999 --G_B2 0.999 \

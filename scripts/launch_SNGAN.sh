@@ -1,7 +1,7 @@
 #!/bin/bash
 # SN-GAN baseline at 128x128: thin D, 5 D steps, no attention.
 source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
-"$PY" train.py \
+exec "$PY" train.py \
 --dataset I128_hdf5 --parallel --shuffle  --num_workers 8 --batch_size 64 \
 --num_G_accumulations 1 --num_D_accumulations 1 \
 --num_D_steps 5 --G_lr 2e-4 --D_lr 2e-4 --D_B2 0.900 --G_B2 0.900 \

@@ -2,7 +2,7 @@
 # BigGAN on CIFAR-10 (32x32, ch 64, no attention, EMA). Needs C10_inception_moments.npz:
 #   python calculate_inception_moments.py --dataset C10 --data_root data
 source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
-CUDA_VISIBLE_DEVICES=0,1 "$PY" train.py \
+CUDA_VISIBLE_DEVICES=0,1 exec "$PY" train.py \
 --shuffle --batch_size 50 --parallel \
 --num_G_accumulations 1 --num_D_accumulations 1 --num_epochs 500 \
 --num_D_steps 4 --G_lr 2e-4 --D_lr 2e-4 \

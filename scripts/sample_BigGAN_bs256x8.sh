@@ -4,7 +4,7 @@
 # Use --z_var to change z's scale; --mybn --accumulate_stats --num_standing_accumulations 32
 # for standing statistics.
 source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
-"$PY" sample.py \
+exec "$PY" sample.py \
 --dataset I128_hdf5 --parallel --shuffle  --num_workers 8 --batch_size 256 \
 --num_G_accumulations 8 --num_D_accumulations 8 \
 --num_D_steps 1 --G_lr 1e-4 --D_lr 4e-4 --D_B2 0.999 --G_B2 0.999 \

@@ -1,7 +1,7 @@
 #!/bin/bash
-# Load the launch_cifar_ema.sh model (add --sample_* flags for outputs, see README "Sampling").
+# Load the launch_cifar_ema.sh model (add --sample_* flags for outputs, see docs/sampling.md).
 source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
-CUDA_VISIBLE_DEVICES=0,1 "$PY" sample.py \
+CUDA_VISIBLE_DEVICES=0,1 exec "$PY" sample.py \
 --shuffle --batch_size 50 --G_batch_size 256 --parallel \
 --num_G_accumulations 1 --num_D_accumulations 1 --num_epochs 500 \
 --num_D_steps 4 --G_lr 2e-4 --D_lr 2e-4 \
