@@ -322,3 +322,18 @@ def test_train_logs_the_classifier_scores_at_each_test(setup, tmp_path, capsys):
     assert 'Itr 2: Fashion-MNIST classifier accuracy is' in capsys.readouterr().out
     with pytest.raises(ValueError, match='--fmnist_scorer scores Fashion-MNIST samples'):
         utils.parse_config(['--dataset', 'C10', '--fmnist_scorer'])
+
+
+def test_the_shipped_classifier_serves_debians_files(monkeypatch, tmp_path):
+    """The classifier in scripts/utils/ is found and used, untrained, for the data files it was
+    trained on (Debian's dataset-fashion-mnist): the demo's first run trains none."""
+    import datasets
+    if not fmnist_scorer.data_sources.has_fmnist(datasets.FMNIST_SYSTEM_DIR):
+        pytest.skip('Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)')
+    monkeypatch.chdir(tmp_path)  # no data/ and no logs/ here: only the shipped file can serve
+    monkeypatch.setattr(fmnist_scorer, 'train_classifier', _no_training)
+    state = fmnist_scorer.load_or_train('data', progress=False)
+    assert state['data'] == fmnist_scorer.data_fingerprint('data')
+    assert state['version'] == fmnist_scorer.VERSION
+    assert state['config'] == fmnist_scorer.DEFAULTS and state['test_accuracy'] > 0.9
+    assert fmnist_scorer.default_cache_paths('data')[0][-1] == fmnist_scorer.SHIPPED
