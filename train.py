@@ -5,12 +5,12 @@ training step, then loops until `--num_iters` or `--num_epochs`, saving, samplin
 on schedule. A resumed run (`--resume`) continues bit for bit: the weights, optimizers, RNG
 states and data position all come back from the checkpoint.
 """
+import dataclasses
 import functools
 import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
 import numpy as np
@@ -199,7 +199,7 @@ def make_loader(config: dict, start_itr: int):
         world_size=distributed.world_size())[0]
 
 
-@dataclass
+@dataclasses.dataclass
 class Run:
     """What the iteration loop works with, built by `_train`."""
     config: dict
@@ -292,12 +292,14 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
                                              config['G_batch_size'], device,
                                              seed=config['seed'] + 1).sample()
     if config['which_train_fn'] == 'GAN':
+        # The step runs the fused G_D wrapped for this process (compiled, DDP); the plain
+        # models.GD stays for whatever else needs it.
         train = train_fns.GAN_training_function(
-            models.G, models.D, distributed.wrap_for_training(models.GD, config, device),
+            dataclasses.replace(models, GD=distributed.wrap_for_training(models.GD, config,
+                                                                          device)),
             distributed.ShardedNoise(noise, device, distributed.rank(),
                                      distributed.world_size()),
-            models.ema, state_dict, config, G_optim=models.G_optim, D_optim=models.D_optim,
-            precision=train_fns.Precision(config['amp'], device))
+            state_dict, config, precision=train_fns.Precision(config['amp'], device))
     else:
         train = train_fns.dummy_training_function()
     run = Run(config, models, loader, train, noise, state_dict, train_log, test_log,

@@ -118,8 +118,9 @@ def test_g_eval_mode_tests_both_generators_in_eval_mode(tmp_path, hdf5_file, mon
         (models.G.training, models.G_ema.training, models.D.training)))
     real_step = train_fns.GAN_training_function
 
-    def step(G, D, *args, **kwargs):
-        train_step = real_step(G, D, *args, **kwargs)
+    def step(models, *args, **kwargs):
+        train_step = real_step(models, *args, **kwargs)
+        G, D = models.G, models.D
         return lambda x, y: (modes.append(('step', G.training, D.training)),
                              train_step(x, y))[1]
     monkeypatch.setattr(train_fns, 'GAN_training_function', step)
