@@ -2,10 +2,11 @@
 
 A row gives the name, type, default and help; who reads the value (`use`: G, D, both nets, every
 G or D residual block, training, sampling, data, metrics or the run itself); its choices or
-limits; and the token it adds to the experiment name. utils.py builds the parser, the checks and
-the experiment name from the rows; the models map a config onto their keyword arguments with
-`model_arguments`; the tests take their mapping from here too. Every flag of the original keeps
-its name, type, default and meaning, so the original launch scripts run unchanged.
+limits; and the token it adds to the experiment name. utils.py builds the parser, the checks
+(`utils.check_row`) and the experiment name from the rows; the models map a config onto their
+keyword arguments with `model_arguments`; the tests take their mapping from here too. Every flag
+of the original keeps its name, type, default and meaning, so the original launch scripts run
+unchanged.
 
 Choice lists live next to what implements them (`layers.ACTIVATIONS`, `losses.LOSSES`, ...) and
 are read when needed (`From`), so importing this module imports nothing of the project.
@@ -326,22 +327,8 @@ def choices_of(row: Flag) -> Optional[Sequence]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Checks and model arguments
+# Model arguments
 # ------------------------------------------------------------------------------------------------
-
-def check_row(row: Flag, value) -> None:
-    """The row's choices or check, and its limits, for one value (ValueError naming the flag)."""
-    import layers
-    if row.check is not None:
-        try:
-            row.check.resolve()(value)
-        except ValueError as error:
-            raise ValueError(f'--{error}') from None
-    elif row.choices is not None and not (row.kind is str and value == row.default == ''):
-        layers.check_choice(f'--{row.name}', value, choices_of(row))
-    if row.limits and value is not None and not LIMITS[row.limits](value):
-        raise ValueError(f'--{row.name} must be {row.limits}, got {value}')
-
 
 def model_arguments(owner: str, net: str, params: Sequence[str],
                     kwargs: dict) -> Tuple[dict, dict]:

@@ -97,13 +97,28 @@ class Config(dict):
         return (Config, (dict(self),))
 
 
+def check_row(row: flags.Flag, value) -> None:
+    """The row's choices or check, and its limits, for one value (ValueError naming the flag).
+    Kept here, with the parser, so that flags.py (the table) imports nothing of the project."""
+    import layers
+    if row.check is not None:
+        try:
+            row.check.resolve()(value)
+        except ValueError as error:
+            raise ValueError(f'--{error}') from None
+    elif row.choices is not None and not (row.kind is str and value == row.default == ''):
+        layers.check_choice(f'--{row.name}', value, flags.choices_of(row))
+    if row.limits and value is not None and not flags.LIMITS[row.limits](value):
+        raise ValueError(f'--{row.name} must be {row.limits}, got {value}')
+
+
 def validate(config: dict) -> None:
     """Check every value that would otherwise fail late or silently: each row's choices and
     limits, then the rules between flags. Raises ValueError naming the flag and what would be
     valid."""
     for key, row in flags.rows().items():
         if key in config:
-            flags.check_row(row, config[key])
+            check_row(row, config[key])
     if config['num_epochs'] < 1 and config['num_iters'] == 0:
         raise ValueError(f"--num_epochs must be >= 1 (or give --num_iters), got "
                          f"{config['num_epochs']}")
@@ -170,7 +185,7 @@ def amp_mode(config: dict) -> str:
 
 def model_module(config: dict):
     """The model family's module, by --model (one of flags.MODELS)."""
-    flags.check_row(flags.rows()['model'], config['model'])
+    check_row(flags.rows()['model'], config['model'])
     return importlib.import_module(config['model'])
 
 

@@ -198,3 +198,21 @@ def test_help_and_checks_read_the_choice_tables(monkeypatch):
     assert config.experiment_name == '' and 'Gnlelu' in utils.name_from_config(config)
     with pytest.raises(ValueError, match=r"--G_nl='gelu' is not valid.*'elu'"):
         utils.parse_config(['--dataset', 'C10', '--G_nl', 'gelu'])
+
+
+
+def test_flag_table_imports_nothing_of_the_project():
+    """flags.py is the table alone: no import in it, at the top or inside a function, names a
+    module of this repository (choice lists are read by name, through `From`)."""
+    import ast
+    with open(os.path.join(ROOT, 'flags.py')) as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split('.')[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or '').split('.')[0])
+    own = {name[:-3] for name in os.listdir(ROOT) if name.endswith('.py')}
+    own |= {name for name in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, name))}
+    assert imported and not imported & own, sorted(imported & own)
