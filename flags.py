@@ -13,7 +13,7 @@ are read when needed (`From`), so importing this module imports nothing of the p
 """
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ ALWAYS = 'always'  # `when` of a name token that every experiment name has
 class Flag:
     """One row of the flag table.
 
-    kind: a type, FLAG (store_true) or OFF (store_false into `dest`). use: a key of USES.
+    kind: a type, FLAG (store_true) or OFF (store_false into `dest`); either is also switched
+    back by its `opposite` option. use: a key of USES.
     arg: the models' keyword when it is not the flag's name (--G_nl -> G_activation).
     choices: the valid values (a tuple, a dict's keys, or From(...)); check: From(...) naming a
     function that raises ValueError instead. limits: a key of LIMITS (None is always allowed).
@@ -80,6 +81,15 @@ class Flag:
 
 
 F = Flag
+
+
+def opposite(name: str) -> str:
+    """The option that switches an on/off flag back (FLAG or OFF kind): --no_X for --X, and --X
+    for --no_X (--no_fid -> --fid). The last of the two on a command line wins, so a launch
+    script's flag is undone by appending the opposite."""
+    return name[3:] if name.startswith('no_') else f'no_{name}'
+
+
 MODELS = ('BigGAN', 'BigGANdeep')  # the model modules (--model)
 ACTIVATIONS = From('layers', 'ACTIVATIONS')
 INITS = From('layers', 'INIT_STYLES')
@@ -311,11 +321,17 @@ CONFIG_EXTRAS = frozenset({'classes_per_sheet', 'sample_classes', 'trunc_values'
                            'G_activation', 'D_activation', 'no_optim', 'dataset_root', 'BN_sync'})
 
 
+def all_rows() -> List[Flag]:
+    """Every row of every table, in order (a config key may have two: --toggle_grads and
+    --no_toggle_grads)."""
+    return ORIGINAL_FLAGS + NEW_FLAGS + SAMPLE_FLAGS + SAMPLE_NEW_FLAGS
+
+
 def rows() -> Dict[str, Flag]:
     """Every row by its config key (a key with two options, like toggle_grads, keeps the
     first). Read from the tables each time, so rows added at run time count."""
     table: Dict[str, Flag] = {}
-    for row in ORIGINAL_FLAGS + NEW_FLAGS + SAMPLE_FLAGS + SAMPLE_NEW_FLAGS:
+    for row in all_rows():
         table.setdefault(row.key, row)
     return table
 

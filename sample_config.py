@@ -32,7 +32,7 @@ def sample_parser() -> argparse.ArgumentParser:
     parser = utils.add_sample_parser(utils.prepare_parser())
     parser.description = ('Sample from a trained BigGAN: npz export, class and interpolation '
                           'sheets, IS/FID and truncation curves. Training flags keep their '
-                          'names; see README.md, "Sampling".')
+                          'names; see README.md, "Sampling". ' + utils.SWITCHES)
     return parser
 
 

@@ -25,6 +25,32 @@ import flags
 # The parser
 # ------------------------------------------------------------------------------------------------
 
+SWITCHES = ('Every on/off flag has an opposite (--parallel, --no_parallel; --no_fid, --fid): the '
+            'last one given wins, so a flag of a launch script is undone by appending its '
+            'opposite.')
+
+
+class Switch(argparse.Action):
+    """An on/off flag and its opposite in one option (`--parallel, --no_parallel` in --help):
+    the first spelling stores `value`, the other `not value`; the last one given wins."""
+
+    def __init__(self, option_strings, dest, value: bool, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+        self.value = value
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        on = option_string == self.option_strings[0]
+        setattr(namespace, self.dest, self.value if on else not self.value)
+
+
+def _switch_options(row: flags.Flag) -> List[str]:
+    """The row's option and its opposite, unless a row of its own already is the opposite
+    (--toggle_grads and --no_toggle_grads)."""
+    names = {other.name for other in flags.all_rows()}
+    opposite = flags.opposite(row.name)
+    return [f'--{row.name}'] + ([] if opposite in names else [f'--{opposite}'])
+
+
 def _add(parser: argparse.ArgumentParser, table: Sequence[flags.Flag]) -> None:
     groups = {}
     for group in parser._action_groups:  # reuse sections when several tables are added
@@ -39,12 +65,9 @@ def _add(parser: argparse.ArgumentParser, table: Sequence[flags.Flag]) -> None:
         if choices:
             text += f" (choices: {', '.join(str(c) for c in choices)})"
         text = text.replace('%', '%%')
-        if row.kind == flags.FLAG:
-            group.add_argument(f'--{row.name}', action='store_true', default=row.default,
-                               dest=row.key, help=text)
-        elif row.kind == flags.OFF:
-            group.add_argument(f'--{row.name}', action='store_false', default=row.default,
-                               dest=row.key, help=text)
+        if row.kind in (flags.FLAG, flags.OFF):
+            group.add_argument(*_switch_options(row), action=Switch, default=row.default,
+                               value=row.kind == flags.FLAG, dest=row.key, help=text)
         else:
             default = repr(row.default).replace('%', '%%')
             group.add_argument(f'--{row.name}', type=row.kind, default=row.default,
@@ -54,7 +77,8 @@ def _add(parser: argparse.ArgumentParser, table: Sequence[flags.Flag]) -> None:
 def prepare_parser() -> argparse.ArgumentParser:
     """The training parser: the original's 90 flags plus ours."""
     parser = argparse.ArgumentParser(
-        description='BigGAN training. Flags keep the names and defaults of BigGAN-PyTorch.')
+        description='BigGAN training. Flags keep the names and defaults of BigGAN-PyTorch. '
+                    + SWITCHES)
     # The tables are read at each call, so a row added to flags.py (or at run time) counts.
     _add(parser, flags.ORIGINAL_FLAGS + flags.NEW_FLAGS)
     return parser
