@@ -259,6 +259,9 @@ NEW_FLAGS = [
     F('finetune_from', str, '', "start a new run from these weights: a weights folder (ours or "
       "the original's, with G.pth and D.pth) or a G state_dict file; what fits is copied, class "
       'embeddings are re-initialized (see --class_map)', 'run'),
+    F('finetune_partial', FLAG, False, 'with --finetune_from: start even when tensors other than '
+      "the class rows cannot be copied (the architectures differ); they start from their "
+      'initialization. Without it such a start is refused, naming the tensors', 'run'),
     F('class_map', str, '', 'with --finetune_from: a JSON list (or object) giving the source '
       'class whose embedding rows each new class keeps', 'run'),
     F('freeze_G', int, 0, 'keep the first N residual blocks of G (next to z) fixed', 'train',

@@ -228,6 +228,7 @@ def preflight(config: dict) -> None:
         D = model.Discriminator(**{**config, 'skip_init': True})
     finetune.check_freeze(G, D, config)
     finetune.check_source(config)
+    finetune.check_copy(config, G, D)
     if config['finetune_from'] and config['resume']:
         distributed.main_process_print('Note: --resume continues from the run\'s own checkpoint;'
                                        ' --finetune_from is used at a fresh start only')

@@ -13,7 +13,7 @@ import importlib
 import os
 import random
 import sys
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Set
 
 import numpy as np
 import torch
@@ -88,6 +88,17 @@ def add_sample_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     """Add sample.py's flags to a parser."""
     _add(parser, flags.SAMPLE_FLAGS + flags.SAMPLE_NEW_FLAGS)
     return parser
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> Set[str]:
+    """The config keys set on the command line, whatever their value (a flag given with its
+    default value counts as given): argparse fills in defaults only for names the namespace
+    lacks, so a namespace holding a marker for every name keeps the marker where no flag
+    came."""
+    unset = object()
+    names = vars(parser.parse_args([]))
+    parsed = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names, unset)))
+    return {name for name, value in vars(parsed).items() if value is not unset}
 
 
 def defaults(sample: bool = False) -> dict:
@@ -182,7 +193,11 @@ def parse_config(argv: Optional[List[str]] = None) -> Config:
     n_classes, classes per sheet, effective batch sizes, roots). Returns the read-only Config.
     sample.py's rules are `sample_config.parse_sample_config`."""
     import datasets
-    config = update_config_roots(vars(prepare_parser().parse_args(argv)))
+    parser = prepare_parser()
+    config = update_config_roots(vars(parser.parse_args(argv)))
+    if config['finetune_from']:
+        import finetune  # the source's architecture, for the flags not given here
+        config = finetune.take_architecture(config, given_flags(parser, argv))
     validate(config)
     info = datasets.dataset_info(config['dataset'], config['data_root'],
                                  config['resolution'] or None)
