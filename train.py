@@ -261,9 +261,14 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
     say = distributed.main_process_print
     start_itr = 0
     if config['resume']:
-        start_itr = checkpoints.read_state(config['weights_root'], experiment_name,
-                                           config['load_weights'] or None)[0]['itr']
+        saved, path = checkpoints.read_state(config['weights_root'], experiment_name,
+                                             config['load_weights'] or None)
+        start_itr = saved['itr']
     loader = make_loader(config, start_itr)
+    data = datasets.identity(config['dataset'], config['data_root'], config['n_classes'],
+                             len(loader.dataset))
+    if config['resume']:
+        datasets.check_same_data(saved, data, path)
     last_itr = planned_iters(config, loader)
     if get_inception_metrics is None:
         get_inception_metrics = prepare_metrics(config, device, last_itr)
@@ -276,7 +281,7 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
         f'{utils.count_parameters(models.D)}')
 
     state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0.0,
-                  'best_FID': 999999.0, 'config': saved_config(config)}
+                  'best_FID': 999999.0, 'config': saved_config(config), 'data': data}
     # Noise is drawn on the CPU (the same numbers on any device) and every rank draws the whole
     # batch's, so rank 0's saved sampler state resumes every rank.
     noise = sampling.NoiseSampler(models.G.dim_z, config['n_classes'], config['G_batch_size'],

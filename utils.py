@@ -242,13 +242,19 @@ NAME_ORDER = ('which_train_fn', 'dataset', 'model', 'seed', 'G_ch', 'D_ch', 'G_d
 
 
 def name_from_config(config: dict) -> str:
-    """The experiment name: the original's, token for token, for the original's flags; a new
-    flag with a `tag` adds its token when `when` says so."""
+    """The experiment name: the original's, token for token, for the original's flags and
+    datasets; a new flag with a `tag` adds its token when `when` says so, and --dataset
+    ImageFolder / HDF5 the data's name (datasets.data_name): HDF5-flowers."""
+    import datasets
     table = {key: row for key, row in flags.rows().items() if row.tag and key in config}
     order = [k for k in NAME_ORDER if k in table]
     order += [k for k in table if k not in NAME_ORDER and k != 'name_suffix']
     order += ['name_suffix'] if 'name_suffix' in table else []
-    tokens = (table[key].token(config[key]) for key in order)
+    tokens = [table[key].token(config[key]) for key in order]
+    data = datasets.data_name(config['dataset'], config.get('data_root', '')) \
+        if 'dataset' in table else ''
+    if data:  # which image folder or HDF5 file: two of them, same flags, are two experiments
+        tokens[order.index('dataset')] += f'-{data}'
     return '_'.join(t for t in tokens if t)
 
 
