@@ -257,8 +257,9 @@ NEW_FLAGS = [
     F('unconditional', FLAG, False, 'train without labels: every image is of one class (a '
       'flat --dataset ImageFolder folder is one class anyway)', 'data', tag='uncond'),
     F('finetune_from', str, '', "start a new run from these weights: a weights folder (ours or "
-      "the original's, with G.pth and D.pth) or a G state_dict file; what fits is copied, class "
-      'embeddings are re-initialized (see --class_map)', 'run'),
+      "the original's, with G.pth and D.pth) or a G state_dict file. A folder's saved config "
+      'gives the architecture flags not given here; every tensor is copied but the class '
+      'embeddings, which are re-initialized (see --class_map, --finetune_partial)', 'run'),
     F('finetune_partial', FLAG, False, 'with --finetune_from: start even when tensors other than '
       "the class rows cannot be copied (the architectures differ); they start from their "
       'initialization. Without it such a start is refused, naming the tensors', 'run'),
