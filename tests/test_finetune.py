@@ -286,3 +286,27 @@ def test_unconditional_ignores_the_labels_of_any_data(tmp_path):
     assert state['itr'] == 1
     G = torch.load(tmp_path / 'weights' / utils.experiment_name(config) / 'G.pth')
     assert G['shared.weight'].shape == (1, 8)
+
+
+def _config_argv(data, folder, root) -> list:
+    return ['--dataset', 'ImageFolder', '--data_root', data, '--resolution', '128',
+            '--finetune_from', folder, *_roots(root)]
+
+
+def test_finetune_from_the_original_released_folder_takes_its_architecture(tmp_path):
+    """The original's released folder: its saved config (with its quirks: `'model': 'model'`,
+    nn.ReLU objects) gives the architecture, and every tensor but the class rows fits (checked
+    on the meta device, as train.py does before building the models)."""
+    from original_checkpoint import make_original_i128_folder
+    folder = make_original_i128_folder(str(tmp_path), 'released', with_optim=False, ch=16)
+    data = _folder(tmp_path / 'three', 3)
+    config = utils.parse_config(_config_argv(data, folder, tmp_path))
+    assert (config['model'], config['G_ch'], config['D_ch'], config['dim_z']) == \
+        ('BigGAN', 16, 16, 120)
+    assert config['G_shared'] and config['hier'] and config['G_nl'] == 'inplace_relu'
+    assert config['n_classes'] == 3 and config['batch_size'] == 64
+    train.preflight(config)  # raises if any tensor but the class rows would not be copied
+    with pytest.raises(ValueError, match=r'tensors other than the class rows would not be '
+                                         r'copied: G\.'):
+        train.preflight(utils.parse_config([*_config_argv(data, folder, tmp_path), '--G_ch',
+                                            '8']))
