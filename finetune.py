@@ -92,8 +92,8 @@ def take_architecture(config: dict, given: Set[str], say=print) -> dict:
     if changed or kept:
         say(f'Fine-tuning: the architecture of {path}'
             + (': ' + ', '.join(f'{key} {taken[key]!r}' for key in changed) if changed else '')
-            + (f"; the command line's {', '.join(f'--{key}' for key in kept)} win" if kept
-               else ''))
+            + (f"; kept from the command line: {', '.join(f'--{key}' for key in kept)}"
+               if kept else ''))
     return {**config, **taken}
 
 
