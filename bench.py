@@ -21,6 +21,7 @@ every iteration. Without it, each speed flag defaults per device (CUDA: bf16, ch
 compile; CPU: bf16 where oneDNN runs it natively, channels_last, no compile).
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -153,10 +154,9 @@ def training_step(config: dict, device: torch.device, baseline: bool):
         GD = distributed.wrap_for_training(GD, config, device)
     state = {'itr': 1}
     step = train_fns.GAN_training_function(
-        G, D, GD, noise, models.ema, state, config, G_optim=models.G_optim,
-        D_optim=models.D_optim, precision=train_fns.Precision(config['amp'], device))
-    eager = train_fns.GAN_training_function(G, D, models.GD, noise, models.ema, state, config,
-                                            G_optim=models.G_optim, D_optim=models.D_optim)
+        dataclasses.replace(models, GD=GD), noise, state, config,
+        precision=train_fns.Precision(config['amp'], device))
+    eager = train_fns.GAN_training_function(models, noise, state, config)
     n = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
     x = torch.rand(n, 3, config['resolution'], config['resolution']) * 2 - 1
     y = torch.randint(0, config['n_classes'], (n,))

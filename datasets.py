@@ -6,6 +6,7 @@ make_hdf5.py's layout, without editing code. The dataset classes live in ``data_
 and the samplers in ``samplers.py``; both are re-exported here.
 """
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +104,47 @@ def dataset_info(dataset: str, data_root: str = 'data', resolution: int | None =
         n_classes = int(labels.max()) + 1
         return DatasetInfo('HDF5', 'hdf5', '', size, n_classes, _sheet_classes(n_classes, size))
     raise ValueError(f'unknown --dataset {dataset!r}; valid: {", ".join(DATASET_NAMES)}')
+
+
+def data_name(dataset: str, data_root: str) -> str:
+    """Which data ``--dataset ImageFolder`` / ``HDF5`` means, for experiment names: the base name
+    of ``data_root`` (a file's without its extension), runs of characters other than letters,
+    digits, '.' and '-' as one '-'; '' for the table's datasets, whose names say it."""
+    if dataset not in CUSTOM_DATASETS:
+        return ''
+    base = os.path.basename(os.path.abspath(data_root))
+    if dataset == 'HDF5':
+        base = os.path.splitext(base)[0]
+    return re.sub(r'[^A-Za-z0-9.-]+', '-', base).strip('-')[:40] or 'data'
+
+
+def identity(dataset: str, data_root: str, n_classes: int, n_images: int) -> dict:
+    """What a checkpoint records of its data (state_dict['data'], which the original ignores),
+    for `check_same_data` at --resume."""
+    return {'dataset': dataset, 'data_name': data_name(dataset, data_root),
+            'n_classes': n_classes, 'n_images': n_images}
+
+
+def check_same_data(state: dict, here: dict, path: str) -> None:
+    """Refuse to resume the checkpoint `state` (from `path`) on other data than it was trained
+    on: a ValueError naming both. A checkpoint without the record (the original's, or older
+    ones) is checked by what its config says: the dataset and class count."""
+    saved = state.get('data')
+    if not isinstance(saved, dict):
+        config = state.get('config') or {}
+        saved = {key: config[key] for key in ('dataset', 'n_classes') if key in config}
+    differ = [key for key in here if key in saved and saved[key] != here[key]]
+    if differ:
+        def describe(data):
+            name = f" {data['data_name']!r}" if data.get('data_name') else ''
+            counts = [f"{data[key]} {word}" for key, word in (('n_classes', 'classes'),
+                                                              ('n_images', 'images'))
+                      if key in data]
+            return f"{data.get('dataset', '?')}{name} ({', '.join(counts)})"
+        raise ValueError(f'--resume: {path!r} was trained on {describe(saved)}, the data here '
+                         f'is {describe(here)}: resume with the data the run was trained on '
+                         f'(--dataset, --data_root), or start a new run under another name '
+                         f'(--experiment_name)')
 
 
 def fmnist_folder(data_root: str) -> str:

@@ -2,7 +2,10 @@
 
 The source is one of our weights folders, a released checkpoint folder of the original (both
 hold `G.pth` and `D.pth`), or a bare G state_dict file such as a TF-Hub conversion (then D
-starts from its initialization). Every tensor whose key and shape fit is copied. The
+starts from its initialization). A folder's saved config (`state_dict.pth`) gives the new run's
+architecture: every architecture flag not given on the command line takes the source's value.
+Every tensor is copied; a start that would leave any tensor other than the class rows uncopied
+(the architectures differ) is refused, naming the tensors, unless --finetune_partial. The
 class-dependent tensors, the rows of each class embedding (G's shared embedding, or each
 class-conditional BN's gain and bias embeddings without --G_shared, and D's projection
 embedding), are re-initialized for the new number of classes, or, with `--class_map`, copied
@@ -14,12 +17,13 @@ of G (next to z) or D (next to the image) fixed.
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
 
 import checkpoints
+import flags
 from safe_pickle import safe_load
 
 Row = Tuple[str, str, str]  # (net.key, action, detail)
@@ -46,6 +50,51 @@ def source_states(path: str) -> Tuple[dict, Optional[dict]]:
         raise FileNotFoundError(f'{flag} does not exist: give a weights folder (with G.pth) or '
                                 f'a G state_dict file')
     return _state(path, flag), None
+
+
+# The flags of the architecture: what G and D (or every residual block) read, except the data's
+# image size and class count, the initialization (what is not copied starts fresh anyway) and
+# cross-replica BN (a matter of this run's devices).
+ARCHITECTURE_USES = ('G', 'D', 'GD', 'G_block', 'D_block')
+NOT_ARCHITECTURE = frozenset({'resolution', 'n_classes', 'G_init', 'D_init', 'skip_init',
+                              'cross_replica'})
+
+
+def architecture_keys() -> Set[str]:
+    """The config keys that a fine-tuning run takes from its source's saved config."""
+    return {'model'} | {key for key, row in flags.rows().items()
+                        if row.use in ARCHITECTURE_USES and key not in NOT_ARCHITECTURE}
+
+
+def source_config(path: str) -> Tuple[Optional[dict], str]:
+    """(saved config, its file) of a --finetune_from folder with a state_dict.pth (ours or the
+    original's); (None, '') for a bare G file or a folder without one."""
+    folder = os.path.normpath(path)
+    if not os.path.isfile(os.path.join(folder, checkpoints.file_name('state_dict'))):
+        return None, ''
+    state, state_path = checkpoints.read_state(os.path.dirname(folder) or '.',
+                                               os.path.basename(folder))
+    return state['config'], state_path
+
+
+def take_architecture(config: dict, given: Set[str], say=print) -> dict:
+    """`config` with the source's architecture: each architecture flag that the command line
+    (`given`, config keys) does not set takes the value saved with the source."""
+    saved, path = source_config(config['finetune_from'])
+    if not saved:
+        return config
+    taken = {key: saved[key] for key in architecture_keys() - given if key in saved}
+    if taken.get('model', flags.MODELS[0]) not in flags.MODELS:
+        del taken['model']  # the original's released configs name no model module there
+    changed = sorted(key for key, value in taken.items() if config[key] != value)
+    kept = sorted(key for key in architecture_keys() & given if key in saved
+                  and saved[key] != config[key])
+    if changed or kept:
+        say(f'Fine-tuning: the architecture of {path}'
+            + (': ' + ', '.join(f'{key} {taken[key]!r}' for key in changed) if changed else '')
+            + (f"; kept from the command line: {', '.join(f'--{key}' for key in kept)}"
+               if kept else ''))
+    return {**config, **taken}
 
 
 def check_source(config: dict) -> None:
@@ -128,8 +177,10 @@ def class_dims(net: nn.Module, n_classes: int) -> Dict[str, int]:
 
 
 def transfer(net: nn.Module, source: dict, n_classes: int, label: str,
-             class_map: Optional[List[int]] = None) -> List[Row]:
-    """Copy what fits from `source` into `net` (in place); returns the table's rows."""
+             class_map: Optional[List[int]] = None, copy: bool = True) -> List[Row]:
+    """Copy what fits from `source` into `net` (in place); returns the table's rows. With
+    `copy` False nothing is written: the rows of a copy that would happen (`net` may be on the
+    meta device)."""
     rows: List[Row] = []
     dims = class_dims(net, n_classes)
     own = net.state_dict()
@@ -140,9 +191,10 @@ def transfer(net: nn.Module, source: dict, n_classes: int, label: str,
             if have is None:
                 rows.append((name, 'initialized', 'not in the source'))
             elif key in dims and (class_map is not None or have.shape != target.shape):
-                rows.append((name, *_classes(target, have, dims[key], class_map)))
+                rows.append((name, *_classes(target, have, dims[key], class_map, copy)))
             elif have.shape == target.shape:
-                target.copy_(have)
+                if copy:
+                    target.copy_(have)
                 rows.append((name, 'copied', ''))
             else:
                 rows.append((name, 'initialized', f'shape {tuple(have.shape)} in the source, '
@@ -152,41 +204,72 @@ def transfer(net: nn.Module, source: dict, n_classes: int, label: str,
     return rows
 
 
+NEW_CLASSES = 'classes in the source'  # the detail of class rows re-initialized on purpose
+
+
 def _classes(target: torch.Tensor, have: torch.Tensor, dim: int,
-             class_map: Optional[List[int]]) -> Tuple[str, str]:
+             class_map: Optional[List[int]], copy: bool = True) -> Tuple[str, str]:
     """Map the class rows of one tensor; (action, detail)."""
     rest = [s for i, s in enumerate(have.shape) if i != dim]
     if rest != [s for i, s in enumerate(target.shape) if i != dim]:
         return 'initialized', f'shape {tuple(have.shape)} in the source, {tuple(target.shape)} here'
     if class_map is None:
-        return 'initialized', (f'{have.shape[dim]} classes in the source, '
-                               f'{target.shape[dim]} here')
+        return 'initialized', f'{have.shape[dim]} {NEW_CLASSES}, {target.shape[dim]} here'
     pairs = [(new, old) for new, old in enumerate(class_map) if old >= 0]
-    for new, old in pairs:
+    for new, old in pairs if copy else ():
         target.select(dim, new).copy_(have.select(dim, old))
     return 'mapped', f'{len(pairs)} of {target.shape[dim]} classes from the source'
 
 
-def source_classes(models, G_state: dict, n_classes: int) -> int:
+def source_classes(G: nn.Module, G_state: dict, n_classes: int) -> int:
     """The number of classes of the source (from a class embedding of its G)."""
-    for key, dim in class_dims(models.G, n_classes).items():
+    for key, dim in class_dims(G, n_classes).items():
         if key in G_state:
             return int(G_state[key].shape[dim])
     return n_classes
 
 
+def _transfer_both(config: dict, G: nn.Module, D: nn.Module, copy: bool) -> List[Row]:
+    """The rows of copying --finetune_from into G and D (copying only when `copy`)."""
+    G_state, D_state = source_states(config['finetune_from'])
+    n = config['n_classes']
+    class_map = (read_class_map(config['class_map'], n, source_classes(G, G_state, n))
+                 if config['class_map'] else None)
+    rows = transfer(G, G_state, n, 'G', class_map, copy)
+    if D_state is not None:
+        rows += transfer(D, D_state, n, 'D', class_map, copy)
+    return rows
+
+
+def uncopied(rows: List[Row]) -> List[Row]:
+    """The rows of tensors that a copy leaves behind other than class rows: initialized here
+    or ignored in the source."""
+    return [row for row in rows if row[1] == 'ignored'
+            or (row[1] == 'initialized' and NEW_CLASSES not in row[2])]
+
+
+def check_copy(config: dict, G: nn.Module, D: nn.Module) -> None:
+    """Refuse a fine-tuning start that copies less than every tensor but the class rows (the
+    architectures differ), naming the tensors; --finetune_partial allows it. `G` and `D` may
+    be on the meta device."""
+    if not config['finetune_from'] or config['resume'] or config['finetune_partial']:
+        return
+    left = uncopied(_transfer_both(config, G, D, copy=False))
+    if left:
+        shown = '; '.join(f'{name} {action} ({detail})' for name, action, detail in left[:4])
+        more = f'; and {len(left) - 4} more' if len(left) > 4 else ''
+        raise ValueError(f"--finetune_from {config['finetune_from']!r}: {len(left)} tensors "
+                         f"other than the class rows would not be copied: {shown}{more}. The "
+                         f"architectures differ: drop the architecture flags that disagree "
+                         f"with the source, or add --finetune_partial to start so on purpose")
+
+
 def start_from(config: dict, models, say=print) -> List[Row]:
     """Load --finetune_from into models.G and models.D (and restart G_ema from G); print and
     return the table."""
-    G_state, D_state = source_states(config['finetune_from'])
-    n = config['n_classes']
-    class_map = (read_class_map(config['class_map'], n, source_classes(models, G_state, n))
-                 if config['class_map'] else None)
-    rows = transfer(models.G, G_state, n, 'G', class_map)
-    if D_state is None:
+    rows = _transfer_both(config, models.G, models.D, copy=True)
+    if not any(name.startswith('D.') for name, _, _ in rows):
         say(f"Note: {config['finetune_from']!r} has no D: D starts from its initialization")
-    else:
-        rows += transfer(models.D, D_state, n, 'D', class_map)
     if models.G_ema is not None:
         models.G_ema.load_state_dict(models.G.state_dict())  # the EMA starts afresh from G
     say(table(rows, config['finetune_from']))

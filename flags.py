@@ -2,17 +2,18 @@
 
 A row gives the name, type, default and help; who reads the value (`use`: G, D, both nets, every
 G or D residual block, training, sampling, data, metrics or the run itself); its choices or
-limits; and the token it adds to the experiment name. utils.py builds the parser, the checks and
-the experiment name from the rows; the models map a config onto their keyword arguments with
-`model_arguments`; the tests take their mapping from here too. Every flag of the original keeps
-its name, type, default and meaning, so the original launch scripts run unchanged.
+limits; and the token it adds to the experiment name. utils.py builds the parser, the checks
+(`utils.check_row`) and the experiment name from the rows; the models map a config onto their
+keyword arguments with `model_arguments`; the tests take their mapping from here too. Every flag
+of the original keeps its name, type, default and meaning, so the original launch scripts run
+unchanged.
 
 Choice lists live next to what implements them (`layers.ACTIVATIONS`, `losses.LOSSES`, ...) and
 are read when needed (`From`), so importing this module imports nothing of the project.
 """
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ ALWAYS = 'always'  # `when` of a name token that every experiment name has
 class Flag:
     """One row of the flag table.
 
-    kind: a type, FLAG (store_true) or OFF (store_false into `dest`). use: a key of USES.
+    kind: a type, FLAG (store_true) or OFF (store_false into `dest`); either is also switched
+    back by its `opposite` option. use: a key of USES.
     arg: the models' keyword when it is not the flag's name (--G_nl -> G_activation).
     choices: the valid values (a tuple, a dict's keys, or From(...)); check: From(...) naming a
     function that raises ValueError instead. limits: a key of LIMITS (None is always allowed).
@@ -79,6 +81,15 @@ class Flag:
 
 
 F = Flag
+
+
+def opposite(name: str) -> str:
+    """The option that switches an on/off flag back (FLAG or OFF kind): --no_X for --X, and --X
+    for --no_X (--no_fid -> --fid). The last of the two on a command line wins, so a launch
+    script's flag is undone by appending the opposite."""
+    return name[3:] if name.startswith('no_') else f'no_{name}'
+
+
 MODELS = ('BigGAN', 'BigGANdeep')  # the model modules (--model)
 ACTIVATIONS = From('layers', 'ACTIVATIONS')
 INITS = From('layers', 'INIT_STYLES')
@@ -246,8 +257,12 @@ NEW_FLAGS = [
     F('unconditional', FLAG, False, 'train without labels: every image is of one class (a '
       'flat --dataset ImageFolder folder is one class anyway)', 'data', tag='uncond'),
     F('finetune_from', str, '', "start a new run from these weights: a weights folder (ours or "
-      "the original's, with G.pth and D.pth) or a G state_dict file; what fits is copied, class "
-      'embeddings are re-initialized (see --class_map)', 'run'),
+      "the original's, with G.pth and D.pth) or a G state_dict file. A folder's saved config "
+      'gives the architecture flags not given here; every tensor is copied but the class '
+      'embeddings, which are re-initialized (see --class_map, --finetune_partial)', 'run'),
+    F('finetune_partial', FLAG, False, 'with --finetune_from: start even when tensors other than '
+      "the class rows cannot be copied (the architectures differ); they start from their "
+      'initialization. Without it such a start is refused, naming the tensors', 'run'),
     F('class_map', str, '', 'with --finetune_from: a JSON list (or object) giving the source '
       'class whose embedding rows each new class keeps', 'run'),
     F('freeze_G', int, 0, 'keep the first N residual blocks of G (next to z) fixed', 'train',
@@ -310,11 +325,17 @@ CONFIG_EXTRAS = frozenset({'classes_per_sheet', 'sample_classes', 'trunc_values'
                            'G_activation', 'D_activation', 'no_optim', 'dataset_root', 'BN_sync'})
 
 
+def all_rows() -> List[Flag]:
+    """Every row of every table, in order (a config key may have two: --toggle_grads and
+    --no_toggle_grads)."""
+    return ORIGINAL_FLAGS + NEW_FLAGS + SAMPLE_FLAGS + SAMPLE_NEW_FLAGS
+
+
 def rows() -> Dict[str, Flag]:
     """Every row by its config key (a key with two options, like toggle_grads, keeps the
     first). Read from the tables each time, so rows added at run time count."""
     table: Dict[str, Flag] = {}
-    for row in ORIGINAL_FLAGS + NEW_FLAGS + SAMPLE_FLAGS + SAMPLE_NEW_FLAGS:
+    for row in all_rows():
         table.setdefault(row.key, row)
     return table
 
@@ -326,22 +347,8 @@ def choices_of(row: Flag) -> Optional[Sequence]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Checks and model arguments
+# Model arguments
 # ------------------------------------------------------------------------------------------------
-
-def check_row(row: Flag, value) -> None:
-    """The row's choices or check, and its limits, for one value (ValueError naming the flag)."""
-    import layers
-    if row.check is not None:
-        try:
-            row.check.resolve()(value)
-        except ValueError as error:
-            raise ValueError(f'--{error}') from None
-    elif row.choices is not None and not (row.kind is str and value == row.default == ''):
-        layers.check_choice(f'--{row.name}', value, choices_of(row))
-    if row.limits and value is not None and not LIMITS[row.limits](value):
-        raise ValueError(f'--{row.name} must be {row.limits}, got {value}')
-
 
 def model_arguments(owner: str, net: str, params: Sequence[str],
                     kwargs: dict) -> Tuple[dict, dict]:

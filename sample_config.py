@@ -32,20 +32,13 @@ def sample_parser() -> argparse.ArgumentParser:
     parser = utils.add_sample_parser(utils.prepare_parser())
     parser.description = ('Sample from a trained BigGAN: npz export, class and interpolation '
                           'sheets, IS/FID and truncation curves. Training flags keep their '
-                          'names; see README.md, "Sampling".')
+                          'names; see README.md, "Sampling". ' + utils.SWITCHES)
     return parser
 
 
 def given_flags(argv: Optional[List[str]] = None) -> Set[str]:
-    """The config keys set on the command line, whatever their value (a flag given with its
-    default value counts as given): argparse fills in defaults only for names the namespace
-    lacks, so a namespace holding a marker for every name keeps the marker where no flag
-    came."""
-    parser = sample_parser()
-    unset = object()
-    names = vars(parser.parse_args([]))
-    parsed = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names, unset)))
-    return {name for name, value in vars(parsed).items() if value is not unset}
+    """The config keys set on sample.py's command line (utils.given_flags)."""
+    return utils.given_flags(sample_parser(), argv)
 
 
 def fill_from_saved(config: dict, given: Set[str]) -> Tuple[dict, str]:

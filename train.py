@@ -5,12 +5,12 @@ training step, then loops until `--num_iters` or `--num_epochs`, saving, samplin
 on schedule. A resumed run (`--resume`) continues bit for bit: the weights, optimizers, RNG
 states and data position all come back from the checkpoint.
 """
+import dataclasses
 import functools
 import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
 import numpy as np
@@ -199,7 +199,7 @@ def make_loader(config: dict, start_itr: int):
         world_size=distributed.world_size())[0]
 
 
-@dataclass
+@dataclasses.dataclass
 class Run:
     """What the iteration loop works with, built by `_train`."""
     config: dict
@@ -228,6 +228,7 @@ def preflight(config: dict) -> None:
         D = model.Discriminator(**{**config, 'skip_init': True})
     finetune.check_freeze(G, D, config)
     finetune.check_source(config)
+    finetune.check_copy(config, G, D)
     if config['finetune_from'] and config['resume']:
         distributed.main_process_print('Note: --resume continues from the run\'s own checkpoint;'
                                        ' --finetune_from is used at a fresh start only')
@@ -260,9 +261,14 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
     say = distributed.main_process_print
     start_itr = 0
     if config['resume']:
-        start_itr = checkpoints.read_state(config['weights_root'], experiment_name,
-                                           config['load_weights'] or None)[0]['itr']
+        saved, path = checkpoints.read_state(config['weights_root'], experiment_name,
+                                             config['load_weights'] or None)
+        start_itr = saved['itr']
     loader = make_loader(config, start_itr)
+    data = datasets.identity(config['dataset'], config['data_root'], config['n_classes'],
+                             len(loader.dataset))
+    if config['resume']:
+        datasets.check_same_data(saved, data, path)
     last_itr = planned_iters(config, loader)
     if get_inception_metrics is None:
         get_inception_metrics = prepare_metrics(config, device, last_itr)
@@ -275,7 +281,7 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
         f'{utils.count_parameters(models.D)}')
 
     state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0.0,
-                  'best_FID': 999999.0, 'config': saved_config(config)}
+                  'best_FID': 999999.0, 'config': saved_config(config), 'data': data}
     # Noise is drawn on the CPU (the same numbers on any device) and every rank draws the whole
     # batch's, so rank 0's saved sampler state resumes every rank.
     noise = sampling.NoiseSampler(models.G.dim_z, config['n_classes'], config['G_batch_size'],
@@ -292,12 +298,14 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
                                              config['G_batch_size'], device,
                                              seed=config['seed'] + 1).sample()
     if config['which_train_fn'] == 'GAN':
+        # The step runs the fused G_D wrapped for this process (compiled, DDP); the plain
+        # models.GD stays for whatever else needs it.
         train = train_fns.GAN_training_function(
-            models.G, models.D, distributed.wrap_for_training(models.GD, config, device),
+            dataclasses.replace(models, GD=distributed.wrap_for_training(models.GD, config,
+                                                                          device)),
             distributed.ShardedNoise(noise, device, distributed.rank(),
                                      distributed.world_size()),
-            models.ema, state_dict, config, G_optim=models.G_optim, D_optim=models.D_optim,
-            precision=train_fns.Precision(config['amp'], device))
+            state_dict, config, precision=train_fns.Precision(config['amp'], device))
     else:
         train = train_fns.dummy_training_function()
     run = Run(config, models, loader, train, noise, state_dict, train_log, test_log,

@@ -184,18 +184,19 @@ class Models:
 # The training step
 # ------------------------------------------------------------------------------------------------
 
-def GAN_training_function(G: nn.Module, D: nn.Module, GD: nn.Module, sampler,
-                          ema: Optional[EMA], state_dict: dict, config: dict, *,
-                          G_optim: torch.optim.Optimizer, D_optim: torch.optim.Optimizer,
+def GAN_training_function(models: Models, sampler, state_dict: dict, config: dict, *,
                           precision: Optional[Precision] = None) -> Callable:
-    """One BigGAN iteration as a closure `train(x, y) -> metrics`, through the fused `GD`
-    (BigGAN.G_D, or DataParallel over it).
+    """One BigGAN iteration of `models` as a closure `train(x, y) -> metrics`, through their
+    fused `GD` (BigGAN.G_D, or DataParallel over it); with `models.ema`, the EMA is updated
+    after each iteration at `state_dict['itr']`.
 
     Under DDP (GD.G and GD.D wrapped), gradient averaging is skipped on all but the last
     micro-batch of an accumulation, and always for D in the G step, where D is frozen and its
     gradients unused. Metrics are returned as 0-dim tensors, so the step never waits for the
     device.
     """
+    G, D, GD, ema = models.G, models.D, models.GD, models.ema
+    G_optim, D_optim = models.G_optim, models.D_optim
     discriminator_loss, generator_loss = losses.get_losses(config['loss'])
     precision = precision or Precision('none')
     batch_size = config['batch_size']

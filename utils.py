@@ -13,7 +13,7 @@ import importlib
 import os
 import random
 import sys
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Set
 
 import numpy as np
 import torch
@@ -24,6 +24,32 @@ import flags
 # ------------------------------------------------------------------------------------------------
 # The parser
 # ------------------------------------------------------------------------------------------------
+
+SWITCHES = ('Every on/off flag has an opposite (--parallel, --no_parallel; --no_fid, --fid): the '
+            'last one given wins, so a flag of a launch script is undone by appending its '
+            'opposite.')
+
+
+class Switch(argparse.Action):
+    """An on/off flag and its opposite in one option (`--parallel, --no_parallel` in --help):
+    the first spelling stores `value`, the other `not value`; the last one given wins."""
+
+    def __init__(self, option_strings, dest, value: bool, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+        self.value = value
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        on = option_string == self.option_strings[0]
+        setattr(namespace, self.dest, self.value if on else not self.value)
+
+
+def _switch_options(row: flags.Flag) -> List[str]:
+    """The row's option and its opposite, unless a row of its own already is the opposite
+    (--toggle_grads and --no_toggle_grads)."""
+    names = {other.name for other in flags.all_rows()}
+    opposite = flags.opposite(row.name)
+    return [f'--{row.name}'] + ([] if opposite in names else [f'--{opposite}'])
+
 
 def _add(parser: argparse.ArgumentParser, table: Sequence[flags.Flag]) -> None:
     groups = {}
@@ -39,12 +65,9 @@ def _add(parser: argparse.ArgumentParser, table: Sequence[flags.Flag]) -> None:
         if choices:
             text += f" (choices: {', '.join(str(c) for c in choices)})"
         text = text.replace('%', '%%')
-        if row.kind == flags.FLAG:
-            group.add_argument(f'--{row.name}', action='store_true', default=row.default,
-                               dest=row.key, help=text)
-        elif row.kind == flags.OFF:
-            group.add_argument(f'--{row.name}', action='store_false', default=row.default,
-                               dest=row.key, help=text)
+        if row.kind in (flags.FLAG, flags.OFF):
+            group.add_argument(*_switch_options(row), action=Switch, default=row.default,
+                               value=row.kind == flags.FLAG, dest=row.key, help=text)
         else:
             default = repr(row.default).replace('%', '%%')
             group.add_argument(f'--{row.name}', type=row.kind, default=row.default,
@@ -54,7 +77,8 @@ def _add(parser: argparse.ArgumentParser, table: Sequence[flags.Flag]) -> None:
 def prepare_parser() -> argparse.ArgumentParser:
     """The training parser: the original's 90 flags plus ours."""
     parser = argparse.ArgumentParser(
-        description='BigGAN training. Flags keep the names and defaults of BigGAN-PyTorch.')
+        description='BigGAN training. Flags keep the names and defaults of BigGAN-PyTorch. '
+                    + SWITCHES)
     # The tables are read at each call, so a row added to flags.py (or at run time) counts.
     _add(parser, flags.ORIGINAL_FLAGS + flags.NEW_FLAGS)
     return parser
@@ -64,6 +88,17 @@ def add_sample_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     """Add sample.py's flags to a parser."""
     _add(parser, flags.SAMPLE_FLAGS + flags.SAMPLE_NEW_FLAGS)
     return parser
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> Set[str]:
+    """The config keys set on the command line, whatever their value (a flag given with its
+    default value counts as given): argparse fills in defaults only for names the namespace
+    lacks, so a namespace holding a marker for every name keeps the marker where no flag
+    came."""
+    unset = object()
+    names = vars(parser.parse_args([]))
+    parsed = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names, unset)))
+    return {name for name, value in vars(parsed).items() if value is not unset}
 
 
 def defaults(sample: bool = False) -> dict:
@@ -97,13 +132,28 @@ class Config(dict):
         return (Config, (dict(self),))
 
 
+def check_row(row: flags.Flag, value) -> None:
+    """The row's choices or check, and its limits, for one value (ValueError naming the flag).
+    Kept here, with the parser, so that flags.py (the table) imports nothing of the project."""
+    import layers
+    if row.check is not None:
+        try:
+            row.check.resolve()(value)
+        except ValueError as error:
+            raise ValueError(f'--{error}') from None
+    elif row.choices is not None and not (row.kind is str and value == row.default == ''):
+        layers.check_choice(f'--{row.name}', value, flags.choices_of(row))
+    if row.limits and value is not None and not flags.LIMITS[row.limits](value):
+        raise ValueError(f'--{row.name} must be {row.limits}, got {value}')
+
+
 def validate(config: dict) -> None:
     """Check every value that would otherwise fail late or silently: each row's choices and
     limits, then the rules between flags. Raises ValueError naming the flag and what would be
     valid."""
     for key, row in flags.rows().items():
         if key in config:
-            flags.check_row(row, config[key])
+            check_row(row, config[key])
     if config['num_epochs'] < 1 and config['num_iters'] == 0:
         raise ValueError(f"--num_epochs must be >= 1 (or give --num_iters), got "
                          f"{config['num_epochs']}")
@@ -143,7 +193,11 @@ def parse_config(argv: Optional[List[str]] = None) -> Config:
     n_classes, classes per sheet, effective batch sizes, roots). Returns the read-only Config.
     sample.py's rules are `sample_config.parse_sample_config`."""
     import datasets
-    config = update_config_roots(vars(prepare_parser().parse_args(argv)))
+    parser = prepare_parser()
+    config = update_config_roots(vars(parser.parse_args(argv)))
+    if config['finetune_from']:
+        import finetune  # the source's architecture, for the flags not given here
+        config = finetune.take_architecture(config, given_flags(parser, argv))
     validate(config)
     info = datasets.dataset_info(config['dataset'], config['data_root'],
                                  config['resolution'] or None)
@@ -170,7 +224,7 @@ def amp_mode(config: dict) -> str:
 
 def model_module(config: dict):
     """The model family's module, by --model (one of flags.MODELS)."""
-    flags.check_row(flags.rows()['model'], config['model'])
+    check_row(flags.rows()['model'], config['model'])
     return importlib.import_module(config['model'])
 
 
@@ -188,13 +242,19 @@ NAME_ORDER = ('which_train_fn', 'dataset', 'model', 'seed', 'G_ch', 'D_ch', 'G_d
 
 
 def name_from_config(config: dict) -> str:
-    """The experiment name: the original's, token for token, for the original's flags; a new
-    flag with a `tag` adds its token when `when` says so."""
+    """The experiment name: the original's, token for token, for the original's flags and
+    datasets; a new flag with a `tag` adds its token when `when` says so, and --dataset
+    ImageFolder / HDF5 the data's name (datasets.data_name): HDF5-flowers."""
+    import datasets
     table = {key: row for key, row in flags.rows().items() if row.tag and key in config}
     order = [k for k in NAME_ORDER if k in table]
     order += [k for k in table if k not in NAME_ORDER and k != 'name_suffix']
     order += ['name_suffix'] if 'name_suffix' in table else []
-    tokens = (table[key].token(config[key]) for key in order)
+    tokens = [table[key].token(config[key]) for key in order]
+    data = datasets.data_name(config['dataset'], config.get('data_root', '')) \
+        if 'dataset' in table else ''
+    if data:  # which image folder or HDF5 file: two of them, same flags, are two experiments
+        tokens[order.index('dataset')] += f'-{data}'
     return '_'.join(t for t in tokens if t)
 
 

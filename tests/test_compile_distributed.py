@@ -1,6 +1,7 @@
 """--cross_replica --compile under two processes (gloo): the compiled G and D trace with no graph
 break and compile once per input shape (no recompiles across iterations), and train like eager.
 """
+import dataclasses
 import os
 from datetime import timedelta
 
@@ -32,9 +33,8 @@ def _train_two_steps(rank: int, compiled: bool) -> dict:
     GD = distributed.wrap_for_training(models.GD, config, cpu)
     noise = distributed.ShardedNoise(sampling.NoiseSampler(models.G.dim_z, 10, 3, seed=3), cpu,
                                      rank, 2)
-    step = train_fns.GAN_training_function(models.G, models.D, GD, noise, None, {'itr': 1},
-                                           config, G_optim=models.G_optim,
-                                           D_optim=models.D_optim)
+    step = train_fns.GAN_training_function(dataclasses.replace(models, GD=GD), noise,
+                                           {'itr': 1}, config)
     generator = torch.Generator().manual_seed(rank)
     x = torch.rand(3, 3, 32, 32, generator=generator) * 2 - 1
     y = torch.randint(0, 10, (3,), generator=generator)

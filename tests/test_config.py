@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import BigGAN
+import flags
 import utils
 from conftest import ROOT
 from script_runner import script_argv
@@ -198,3 +199,52 @@ def test_help_and_checks_read_the_choice_tables(monkeypatch):
     assert config.experiment_name == '' and 'Gnlelu' in utils.name_from_config(config)
     with pytest.raises(ValueError, match=r"--G_nl='gelu' is not valid.*'elu'"):
         utils.parse_config(['--dataset', 'C10', '--G_nl', 'gelu'])
+
+
+
+def test_flag_table_imports_nothing_of_the_project():
+    """flags.py is the table alone: no import in it, at the top or inside a function, names a
+    module of this repository (choice lists are read by name, through `From`)."""
+    import ast
+    with open(os.path.join(ROOT, 'flags.py')) as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split('.')[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or '').split('.')[0])
+    own = {name[:-3] for name in os.listdir(ROOT) if name.endswith('.py')}
+    own |= {name for name in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, name))}
+    assert imported and not imported & own, sorted(imported & own)
+
+
+SWITCH_ROWS = [row for row in flags.all_rows() if row.kind in (flags.FLAG, flags.OFF)]
+
+
+@pytest.mark.parametrize('row', SWITCH_ROWS, ids=[row.name for row in SWITCH_ROWS])
+def test_every_switch_is_undone_by_its_opposite(row):
+    """Each on/off flag alone means what it always meant; its opposite, given later, switches
+    it back, and the last of the two wins. An opposite that is a row of its own
+    (--no_toggle_grads) is that row, with the same config key and the other value."""
+    parser = _parser()
+    on = row.kind == flags.FLAG  # the value the flag's own spelling stores
+    flag, other = f'--{row.name}', f'--{flags.opposite(row.name)}'
+    assert vars(parser.parse_args([]))[row.key] == row.default
+    assert vars(parser.parse_args([flag]))[row.key] is on
+    assert vars(parser.parse_args([flag, other]))[row.key] is (not on)
+    assert vars(parser.parse_args([other, flag]))[row.key] is on
+    twin = [r for r in flags.all_rows() if r.name == flags.opposite(row.name)]
+    assert all(r.key == row.key and r.kind in (flags.FLAG, flags.OFF) and r.kind != row.kind
+               for r in twin)
+
+
+def test_launch_script_shrinks_by_appending_opposites():
+    """`bash scripts/launch_BigGAN_bs256x8.sh --no_parallel --no_load_in_mem` parses with both
+    off; the script alone turns them on, as in the original."""
+    argv = script_argv('launch_BigGAN_bs256x8.sh')[1:]
+    config = vars(utils.prepare_parser().parse_args(argv))
+    assert config['parallel'] and config['load_in_mem'] and config['G_eval_mode']
+    argv = script_argv('launch_BigGAN_bs256x8.sh', '--no_parallel', '--no_load_in_mem')[1:]
+    config = vars(utils.prepare_parser().parse_args(argv))
+    assert not config['parallel'] and not config['load_in_mem'] and config['G_eval_mode']

@@ -2,6 +2,7 @@
 first): the golden vectors, the fused blocks against the original formulation, attention
 through scaled_dot_product_attention, and a compiled, mixed-precision training step."""
 import copy
+import dataclasses
 import glob
 import os
 
@@ -80,8 +81,8 @@ def test_compiled_mixed_precision_step_on_cuda(amp):
     GD = distributed.wrap_for_training(models.GD, config, CUDA)
     noise = sampling.NoiseSampler(models.G.dim_z, 10, 8, CUDA, seed=3)
     step = train_fns.GAN_training_function(
-        models.G, models.D, GD, noise, models.ema, {'itr': 1}, config, G_optim=models.G_optim,
-        D_optim=models.D_optim, precision=train_fns.Precision(amp, CUDA))
+        dataclasses.replace(models, GD=GD), noise, {'itr': 1}, config,
+        precision=train_fns.Precision(amp, CUDA))
     x = (torch.rand(8, 3, 32, 32, device=CUDA) * 2 - 1).contiguous(
         memory_format=torch.channels_last)
     y = torch.randint(0, 10, (8,), device=CUDA)

@@ -5,6 +5,7 @@ writes files, and every rank resumes from the same checkpoint.
 One spawn runs every scenario, since starting processes is the slow part. Inputs and results
 travel by file, not shared memory (scarce on small CI machines).
 """
+import dataclasses
 import os
 import sys
 from datetime import timedelta
@@ -58,8 +59,8 @@ def _step(flags, batch, x, y, G_train, rank=0, world=1):
     noise = distributed.ShardedNoise(
         sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'], seed=3),
         cpu, rank, world)
-    step = train_fns.GAN_training_function(G, D, GD, noise, None, {'itr': 1}, config,
-                                           G_optim=models.G_optim, D_optim=models.D_optim)
+    step = train_fns.GAN_training_function(dataclasses.replace(models, GD=GD), noise,
+                                           {'itr': 1}, config)
     G.train(G_train)
     D.train()
     metrics = step(x, y)

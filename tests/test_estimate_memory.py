@@ -25,9 +25,7 @@ def _real_bytes_after_two_steps(batch_size: int) -> int:
     models = train.build_models(config, torch.device('cpu'), fast_adam=True)
     noise = sampling.NoiseSampler(models.G.dim_z, config['n_classes'], config['G_batch_size'],
                                   torch.device('cpu'), seed=0)
-    step = train_fns.GAN_training_function(models.G, models.D, models.GD, noise, models.ema,
-                                           {'itr': 1}, config, G_optim=models.G_optim,
-                                           D_optim=models.D_optim)
+    step = train_fns.GAN_training_function(models, noise, {'itr': 1}, config)
     n = config['batch_size'] * config['num_D_steps']
     x, y = torch.rand(n, 3, 32, 32), torch.randint(0, 10, (n,))
     for _ in range(2):

@@ -20,10 +20,11 @@ import utils
 from conftest import ROOT
 from data_helpers import random_hdf5
 
-TINY = ['--G_ch', '4', '--D_ch', '4', '--G_attn', '0', '--D_attn', '0', '--dim_z', '16',
-        '--G_shared', '--hier', '--shared_dim', '8', '--batch_size', '4', '--num_D_steps', '1',
-        '--num_workers', '0', '--pbar', 'none', '--test_every', '100000', '--num_save_copies',
-        '0', '--ema']
+ARCH = ['--G_ch', '4', '--D_ch', '4', '--G_attn', '0', '--D_attn', '0', '--dim_z', '16',
+        '--G_shared', '--hier', '--shared_dim', '8']
+RUN = ['--batch_size', '4', '--num_D_steps', '1', '--num_workers', '0', '--pbar', 'none',
+       '--test_every', '100000', '--num_save_copies', '0', '--ema']
+TINY = ARCH + RUN
 
 
 def _roots(root) -> list:
@@ -56,9 +57,9 @@ def source(tmp_path_factory):
     return folder, states
 
 
-def _finetune(tmp_path, monkeypatch, *extra, iters: int = 3):
-    """Fine-tune onto a 3-class folder; returns (the models right after loading, the table
-    rows, the final state)."""
+def _finetune(tmp_path, monkeypatch, *extra, iters: int = 3, arch=tuple(ARCH)):
+    """Fine-tune onto a 3-class folder with the architecture flags `arch`; returns (the models
+    right after loading, the table rows, the final state)."""
     data = _folder(tmp_path / 'three', 3)
     seen = {}
     real = finetune.start_from
@@ -73,7 +74,8 @@ def _finetune(tmp_path, monkeypatch, *extra, iters: int = 3):
     monkeypatch.setattr(finetune, 'start_from', keep)
     config = utils.parse_config(['--dataset', 'ImageFolder', '--data_root', data,
                                  '--resolution', '32', '--num_iters', str(iters),
-                                 '--save_every', '1000', *TINY, *_roots(tmp_path), *extra])
+                                 '--save_every', '1000', *arch, *RUN, *_roots(tmp_path),
+                                 *extra])
     assert config['n_classes'] == 3
     state = train.run(config)
     return seen, state
@@ -84,6 +86,18 @@ def test_finetune_copies_what_fits_and_reinitializes_the_class_rows(source, tmp_
     folder, states = source
     seen, state = _finetune(tmp_path, monkeypatch, '--finetune_from', str(folder))
     assert state['itr'] == 3 and state['best_IS'] == 0  # counters and scores start afresh
+    _assert_all_but_class_rows_copied(seen, states)
+    out = capsys.readouterr().out
+    assert 'G.shared.weight  initialized  10 classes in the source, 3 here' in out
+    assert 'D.embed.weight   initialized  10 classes in the source, 3 here' in out
+    actions = {(name, action) for name, action, _ in seen['rows']}
+    assert ('G.shared.weight', 'initialized') in actions
+    # Training moved the weights away from the copies.
+    G = seen['models'].G.state_dict()
+    assert not torch.equal(G['linear.weight'], states['G']['linear.weight'])
+
+
+def _assert_all_but_class_rows_copied(seen: dict, states: dict) -> None:
     class_keys = {'G': {'shared.weight'}, 'D': {'embed.weight', 'embed.u0'}}
     for net in ('G', 'D'):
         for key, value in seen[net].items():
@@ -93,14 +107,61 @@ def test_finetune_copies_what_fits_and_reinitializes_the_class_rows(source, tmp_
                 assert torch.equal(value, states[net][key]), f'{net}.{key}'
     for key, value in seen['G_ema'].items():  # the EMA starts from the fine-tuned G
         assert torch.equal(value, seen['G'][key]), key
+
+
+def test_finetune_takes_the_source_architecture(source, tmp_path, monkeypatch, capsys):
+    """A command line without architecture flags (so widths 64, attention at 64, no shared
+    embedding by default) builds the source's architecture (widths 4, ...) from its saved
+    config, and copies every tensor but the class rows."""
+    folder, states = source
+    seen, state = _finetune(tmp_path, monkeypatch, '--finetune_from', str(folder), iters=1,
+                            arch=())
+    assert state['itr'] == 1
+    config = state['config']
+    assert (config['G_ch'], config['D_ch'], config['G_attn'], config['dim_z']) == (4, 4, '0', 16)
+    assert config['G_shared'] and config['hier'] and config['shared_dim'] == 8
+    _assert_all_but_class_rows_copied(seen, states)
     out = capsys.readouterr().out
-    assert 'G.shared.weight  initialized  10 classes in the source, 3 here' in out
-    assert 'D.embed.weight   initialized  10 classes in the source, 3 here' in out
-    actions = {(name, action) for name, action, _ in seen['rows']}
-    assert ('G.shared.weight', 'initialized') in actions
-    # Training moved the weights away from the copies.
-    G = seen['models'].G.state_dict()
-    assert not torch.equal(G['linear.weight'], states['G']['linear.weight'])
+    assert f"Fine-tuning: the architecture of {folder / 'state_dict.pth'}: " in out
+    assert "G_ch 4" in out
+
+
+def test_architecture_flags_given_here_override_the_source(source, tmp_path):
+    """A flag given on the command line wins over the saved config, whatever its value (even
+    the default); data and training flags are never taken from the source."""
+    folder, _ = source
+    data = _folder(tmp_path / 'three', 3)
+    config = utils.parse_config(['--dataset', 'ImageFolder', '--data_root', data,
+                                 '--finetune_from', str(folder), '--G_ch', '64',
+                                 '--D_attn', '64', '--resolution', '32', *_roots(tmp_path)])
+    assert (config['G_ch'], config['D_ch'], config['D_attn'], config['G_attn']) == \
+        (64, 4, '64', '0')
+    assert config['batch_size'] == 64 and config['n_classes'] == 3  # not the source's
+    assert config['resolution'] == 32
+
+
+@pytest.mark.parametrize('partial', [False, True])
+def test_a_partial_copy_is_exit_2(source, tmp_path, hdf5_file, partial):
+    """Other widths given on the command line: most tensors cannot be copied, which is one
+    error line naming them (before any model is built or file written); --finetune_partial
+    starts anyway (here: checked up to the models' first step, --which_train_fn dummy)."""
+    folder, _ = source
+    args = ['--dataset', 'HDF5', '--data_root', hdf5_file, '--finetune_from', str(folder),
+            *RUN, *_roots(tmp_path), '--num_iters', '1', '--G_ch', '8', '--which_train_fn',
+            'dummy'] + ['--finetune_partial'] * partial
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args],
+                            capture_output=True, text=True, cwd=str(tmp_path))
+    if partial:
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert 'G: ' in result.stdout and ' initialized' in result.stdout
+        return
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert 'tensors other than the class rows would not be copied: G.' in errors[0]
+    assert 'in the source' in errors[0] and 'more. ' in errors[0]
+    assert '--finetune_partial' in errors[0]
+    assert not any((tmp_path / 'weights').rglob('*.pth'))
 
 
 def test_a_class_map_keeps_the_mapped_rows(source, tmp_path, monkeypatch):
@@ -225,3 +286,27 @@ def test_unconditional_ignores_the_labels_of_any_data(tmp_path):
     assert state['itr'] == 1
     G = torch.load(tmp_path / 'weights' / utils.experiment_name(config) / 'G.pth')
     assert G['shared.weight'].shape == (1, 8)
+
+
+def _config_argv(data, folder, root) -> list:
+    return ['--dataset', 'ImageFolder', '--data_root', data, '--resolution', '128',
+            '--finetune_from', folder, *_roots(root)]
+
+
+def test_finetune_from_the_original_released_folder_takes_its_architecture(tmp_path):
+    """The original's released folder: its saved config (with its quirks: `'model': 'model'`,
+    nn.ReLU objects) gives the architecture, and every tensor but the class rows fits (checked
+    on the meta device, as train.py does before building the models)."""
+    from original_checkpoint import make_original_i128_folder
+    folder = make_original_i128_folder(str(tmp_path), 'released', with_optim=False, ch=16)
+    data = _folder(tmp_path / 'three', 3)
+    config = utils.parse_config(_config_argv(data, folder, tmp_path))
+    assert (config['model'], config['G_ch'], config['D_ch'], config['dim_z']) == \
+        ('BigGAN', 16, 16, 120)
+    assert config['G_shared'] and config['hier'] and config['G_nl'] == 'inplace_relu'
+    assert config['n_classes'] == 3 and config['batch_size'] == 64
+    train.preflight(config)  # raises if any tensor but the class rows would not be copied
+    with pytest.raises(ValueError, match=r'tensors other than the class rows would not be '
+                                         r'copied: G\.'):
+        train.preflight(utils.parse_config([*_config_argv(data, folder, tmp_path), '--G_ch',
+                                            '8']))

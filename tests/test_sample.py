@@ -307,7 +307,7 @@ def test_inception_is_loaded_only_for_metrics(run_dir, monkeypatch):
     (['--sample_inception_metrics', '--num_inception_images', '5'], ValueError,
      '--num_inception_images must be >= 10'),
     (['--experiment_name', 'nope'], FileNotFoundError, r"no checkpoint for experiment 'nope'"
-                                                       r".*holds: BigGAN_HDF5_seed0"),
+                                                       r".*holds: BigGAN_HDF5-\w+_seed0"),
     (['--weights_root', '/no/such/root'], FileNotFoundError, 'does not exist either'),
     (['--load_weights', 'best3'], FileNotFoundError, r'has no G_best3.pth.*holds: .*G_ema.pth'),
 ])

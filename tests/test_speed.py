@@ -3,6 +3,7 @@ keeps SN, BN statistics and losses in float32), the training units equal the ori
 torch.compile matches eager and saves the plain keys, metrics read back late are logged as if
 read at once, and speed flags that cannot work say so."""
 import copy
+import dataclasses
 import os
 
 import pytest
@@ -42,8 +43,8 @@ def _full_step(amp: str):
     G, D = models.G, models.D
     GD = distributed.wrap_for_training(models.GD, config, CPU)
     noise = distributed.ShardedNoise(sampling.NoiseSampler(G.dim_z, 10, 8, seed=3), CPU)
-    step = train_fns.GAN_training_function(G, D, GD, noise, models.ema, {'itr': 1}, config,
-                                           G_optim=models.G_optim, D_optim=models.D_optim,
+    step = train_fns.GAN_training_function(dataclasses.replace(models, GD=GD), noise,
+                                           {'itr': 1}, config,
                                            precision=train_fns.Precision(amp, CPU))
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(8, 3, 32, 32, generator=generator) * 2 - 1

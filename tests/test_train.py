@@ -118,8 +118,9 @@ def test_g_eval_mode_tests_both_generators_in_eval_mode(tmp_path, hdf5_file, mon
         (models.G.training, models.G_ema.training, models.D.training)))
     real_step = train_fns.GAN_training_function
 
-    def step(G, D, *args, **kwargs):
-        train_step = real_step(G, D, *args, **kwargs)
+    def step(models, *args, **kwargs):
+        train_step = real_step(models, *args, **kwargs)
+        G, D = models.G, models.D
         return lambda x, y: (modes.append(('step', G.training, D.training)),
                              train_step(x, y))[1]
     monkeypatch.setattr(train_fns, 'GAN_training_function', step)
@@ -356,3 +357,48 @@ def test_resume_from_the_original_released_layout(tmp_path, monkeypatch):
     assert isinstance(state['best_IS'], float) and isinstance(state['best_FID'], float)
     saved = torch.load(tmp_path / 'weights' / 'released' / 'state_dict.pth', weights_only=True)
     assert saved['itr'] == 138001 and saved['config']['G_activation'] == 'inplace_relu'
+
+
+def test_two_image_folders_give_two_names(tmp_path):
+    """Two image folders (or HDF5 files) trained with the same flags are two experiments, each
+    named after its data; the table's datasets keep the original's names."""
+    from data_helpers import make_image_folder, random_hdf5
+    names = []
+    for folder in ('roses', 'my tulips'):
+        root = make_image_folder(str(tmp_path / folder))
+        config = utils.parse_config(['--dataset', 'ImageFolder', '--data_root', root,
+                                     '--resolution', '32'] + TINY + _roots(tmp_path))
+        names.append(utils.experiment_name(config))
+    assert names[0].startswith('BigGAN_ImageFolder-roses_seed0_Gch4_')
+    assert names[1].startswith('BigGAN_ImageFolder-my-tulips_seed0_Gch4_')
+    random_hdf5(str(tmp_path / 'ten_classes.hdf5'), n_classes=10)
+    config = utils.parse_config(['--dataset', 'HDF5', '--data_root',
+                                 str(tmp_path / 'ten_classes.hdf5')])
+    assert utils.experiment_name(config).startswith('BigGAN_HDF5-ten-classes_seed0_Gch64_')
+    config = utils.parse_config(['--dataset', 'C10', '--data_root', str(tmp_path)])
+    assert utils.experiment_name(config).startswith('BigGAN_C10_seed0_Gch64_')
+
+
+def test_resume_on_other_data_is_exit_2(tmp_path, hdf5_file):
+    """--resume of a run (same --experiment_name) on other data: one error line naming the
+    checkpoint's data and the data given, before anything is built or written."""
+    from data_helpers import random_hdf5
+    args = TINY + _roots(tmp_path) + ['--experiment_name', 'run', '--num_iters', '1',
+                                      '--save_every', '1']
+    config, _ = _run(['--dataset', 'HDF5', '--data_root', hdf5_file] + args)
+    state = safe_load(os.path.join(_folder(tmp_path, config), 'state_dict.pth'))
+    assert state['data']['data_name'] and state['data']['n_images'] > 0
+    other = str(tmp_path / 'other.hdf5')
+    random_hdf5(other, n=state['data']['n_images'] + 4, n_classes=state['data']['n_classes'])
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / 'weights' / 'run').glob('*.pth')}
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--dataset', 'HDF5',
+                             '--data_root', other, *args, '--num_iters', '2', '--resume'],
+                            capture_output=True, text=True, cwd=str(tmp_path))
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, result.stderr[-2000:]
+    n = state['data']['n_images']
+    assert f"was trained on HDF5 '{state['data']['data_name']}' (" in errors[0]
+    assert f"{n} images), the data here is HDF5 'other' (" in errors[0]
+    assert f'{n + 4} images)' in errors[0]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / 'weights' / 'run').glob('*.pth')} == before

@@ -81,10 +81,9 @@ def test_golden_train_step(name, formulation):
     ema = train_fns.EMA(G, G_ema, decay=step['ema_decay'], start_itr=0)
     state_dict = {'itr': 1}
     config = _step_config(golden['flags'], batch_size=len(golden['z']))
-    train = train_fns.GAN_training_function(G, D, module.G_D(G, D),
-                                            FixedSampler(golden['z'], golden['y']), ema,
-                                            state_dict, config, G_optim=G_optim,
-                                            D_optim=D_optim)
+    models = train_fns.Models(G, D, G_optim, D_optim, module.G_D(G, D), G_ema, ema)
+    train = train_fns.GAN_training_function(models, FixedSampler(golden['z'], golden['y']),
+                                            state_dict, config)
     G.train()
     D.train()
     metrics = train(golden['x'], golden['y'])
@@ -156,9 +155,8 @@ def test_accumulation_equals_bigger_batch(k):
 
         config = _step_config('--dataset C10', batch, num_D_accumulations=accumulations,
                               num_G_accumulations=accumulations, ema=False)
-        train = train_fns.GAN_training_function(G, D, BigGAN.G_D(G, D), Chunks(), None,
-                                                {'itr': 1}, config, G_optim=opt_G,
-                                                D_optim=opt_D)
+        models = train_fns.Models(G, D, opt_G, opt_D, BigGAN.G_D(G, D))
+        train = train_fns.GAN_training_function(models, Chunks(), {'itr': 1}, config)
         train(x, yx)
         results.append((G.state_dict(), D.state_dict()))
     for one, other in zip(*results):

@@ -100,9 +100,8 @@ def estimate(args: argparse.Namespace) -> dict:
         noise = sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'],
                                       torch.device('cpu'), seed=0)
         precision = train_fns.Precision(config['amp'], torch.device('cpu'))
-        step = train_fns.GAN_training_function(G, D, models.GD, noise, models.ema, {'itr': 1},
-                                               config, G_optim=models.G_optim,
-                                               D_optim=models.D_optim, precision=precision)
+        step = train_fns.GAN_training_function(models, noise, {'itr': 1}, config,
+                                               precision=precision)
         n = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
         res = config['resolution']
         x, y = train_fns.prepare_batch(torch.rand(n, 3, res, res),
