@@ -159,7 +159,7 @@ class Generator(GeneratorBase):
                  G_activation: Union[str, nn.Module] = 'relu', BN_eps: float = 1e-5,
                  SN_eps: float = 1e-12, G_init: str = 'ortho', skip_init: bool = False,
                  G_param: str = 'SN', norm_style: str = 'bn',
-                 G_block: Union[str, Callable] = ''):
+                 G_block: Union[str, Callable] = '', G_output_eps: float = 1e-5):
         if not (hier and G_shared):
             raise ValueError('BigGAN-deep needs hier=True and G_shared=True (flags --hier '
                              '--G_shared): every block is conditioned on cat([shared(y), z])')
@@ -195,7 +195,7 @@ class Generator(GeneratorBase):
             if self.arch['attention'][self.arch['resolution'][index]]:
                 blocks[-1].append(layers.Attention(c_out, which_conv))
         self.blocks = nn.ModuleList([nn.ModuleList(stage) for stage in blocks])
-        self.output_layer = self.output_layer_for(which_conv, cross_replica, mybn)
+        self.output_layer = self.output_layer_for(which_conv, cross_replica, mybn, G_output_eps)
         if not skip_init:
             layers.init_weights(self, G_init)
 

@@ -260,6 +260,8 @@ NEW_FLAGS = [
       choices=From('layers', 'G_BLOCKS'), tag='Gblock%s'),
     F('D_block', str, '', "D residual block, by name ('': the model's own)", 'D',
       choices=From('layers', 'D_BLOCKS'), tag='Dblock%s'),
+    F('G_output_eps', float, 1e-5, "eps of G's output-layer BN (the original fixes 1e-5 whatever "
+      "--BN_eps says; TF-Hub's modules use 1e-4)", 'G', limits='> 0', tag='Goeps%g'),
     F('device', str, 'auto', 'auto (cuda when available), cpu, cuda or cuda:N', 'run'),
     F('inception', str, 'tf', "Inception for IS/FID (tf: TF-exact, the numbers to report; "
       "torchvision: the original's monitoring net)", 'metrics',
