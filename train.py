@@ -260,8 +260,14 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
     say = distributed.main_process_print
     start_itr = 0
     if config['resume']:
-        start_itr = checkpoints.read_state(config['weights_root'], experiment_name,
-                                           config['load_weights'] or None)[0]['itr']
+        saved = checkpoints.read_state(config['weights_root'], experiment_name,
+                                       config['load_weights'] or None)[0]
+        start_itr = saved['itr']
+        if config['num_iters'] and start_itr >= config['num_iters']:
+            # Not an error: re-running a finished job's command line is common on clusters.
+            say(f"Nothing to train: the checkpoint is at iteration {start_itr}, which reaches "
+                f"--num_iters {config['num_iters']} (raise --num_iters to train on)")
+            return saved
     loader = make_loader(config, start_itr)
     last_itr = planned_iters(config, loader)
     if get_inception_metrics is None:
