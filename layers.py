@@ -432,9 +432,20 @@ class DBlock(nn.Module):
 # BigGAN-deep residual blocks
 # ------------------------------------------------------------------------------------------------
 
+def add_bottleneck_convs(block: nn.Module, which_conv: Callable, in_channels: int, hidden: int,
+                         out_channels: int) -> None:
+    """conv1 to conv4 of a bottleneck block, in the original's order: 1x1 in -> hidden, two
+    3x3, 1x1 hidden -> out."""
+    block.conv1 = which_conv(in_channels, hidden, kernel_size=1, padding=0)
+    block.conv2 = which_conv(hidden, hidden)
+    block.conv3 = which_conv(hidden, hidden)
+    block.conv4 = which_conv(hidden, out_channels, kernel_size=1, padding=0)
+
+
 class DeepGBlock(nn.Module):
-    """BigGAN-deep's bottleneck G block (BigGANdeep.GBlock): 1x1 down to in/4, two 3x3, 1x1 up, each after a ccbn and activation.
-    The skip drops channels when the width shrinks and never has a conv."""
+    """BigGAN-deep's bottleneck G block (BigGANdeep.GBlock): 1x1 down to in/4, two 3x3, 1x1 up,
+    each after a ccbn and activation. The skip drops channels when the width shrinks and never
+    has a conv."""
 
     def __init__(self, in_channels: int, out_channels: int, which_conv: Callable = nn.Conv2d,
                  which_bn: Callable = bn, activation: Optional[nn.Module] = None,
@@ -444,15 +455,11 @@ class DeepGBlock(nn.Module):
         self.hidden_channels = in_channels // channel_ratio
         self.activation = activation
         self.upsample = upsample
-        hidden = self.hidden_channels
-        self.conv1 = which_conv(in_channels, hidden, kernel_size=1, padding=0)
-        self.conv2 = which_conv(hidden, hidden)
-        self.conv3 = which_conv(hidden, hidden)
-        self.conv4 = which_conv(hidden, out_channels, kernel_size=1, padding=0)
+        add_bottleneck_convs(self, which_conv, in_channels, self.hidden_channels, out_channels)
         self.bn1 = which_bn(in_channels)
-        self.bn2 = which_bn(hidden)
-        self.bn3 = which_bn(hidden)
-        self.bn4 = which_bn(hidden)
+        self.bn2 = which_bn(self.hidden_channels)
+        self.bn3 = which_bn(self.hidden_channels)
+        self.bn4 = which_bn(self.hidden_channels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.conv1(self.activation(self.bn1(x, y)))
@@ -471,8 +478,8 @@ class DeepGBlock(nn.Module):
 
 
 class DeepDBlock(nn.Module):
-    """BigGAN-deep's bottleneck D block (BigGANdeep.DBlock), always pre-activated; the skip pools and, when the width grows,
-    concatenates a learned 1x1 projection to the input channels."""
+    """BigGAN-deep's bottleneck D block (BigGANdeep.DBlock), always pre-activated; the skip pools
+    and, when the width grows, concatenates a learned 1x1 projection to the input channels."""
 
     def __init__(self, in_channels: int, out_channels: int, which_conv: Callable = SNConv2d,
                  wide: bool = True, preactivation: bool = True,
@@ -483,11 +490,7 @@ class DeepDBlock(nn.Module):
         self.hidden_channels = out_channels // channel_ratio
         self.activation = activation
         self.downsample = downsample
-        hidden = self.hidden_channels
-        self.conv1 = which_conv(in_channels, hidden, kernel_size=1, padding=0)
-        self.conv2 = which_conv(hidden, hidden)
-        self.conv3 = which_conv(hidden, hidden)
-        self.conv4 = which_conv(hidden, out_channels, kernel_size=1, padding=0)
+        add_bottleneck_convs(self, which_conv, in_channels, self.hidden_channels, out_channels)
         self.learnable_sc = in_channels != out_channels
         if self.learnable_sc:
             self.conv_sc = which_conv(in_channels, out_channels - in_channels,

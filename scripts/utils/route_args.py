@@ -18,9 +18,9 @@ from typing import List, Sequence
 
 def load_parser(program: str) -> argparse.ArgumentParser:
     """`prepare_parser()` of the program file `program` (run from the repository root)."""
-    spec = importlib.util.spec_from_file_location(os.path.splitext(program)[0], program)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    found = importlib.util.spec_from_file_location(os.path.splitext(program)[0], program)
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
     return module.prepare_parser()
 
 
