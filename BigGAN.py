@@ -204,12 +204,12 @@ class GeneratorBase(nn.Module):
         self.activation = layers.get_activation(G_activation, 'G_activation')
         self.init = G_init
 
-    def output_layer_for(self, which_conv: Callable, cross_replica: bool,
-                         mybn: bool) -> nn.Sequential:
-        """BN, activation and a conv to RGB. The BN keeps eps 1e-5 whatever BN_eps says
-        (checkpoint-visible behaviour of the original)."""
+    def output_layer_for(self, which_conv: Callable, cross_replica: bool, mybn: bool,
+                         eps: float = 1e-5) -> nn.Sequential:
+        """BN, activation and a conv to RGB. The BN's eps is G_output_eps, not BN_eps: the
+        original fixed it at 1e-5, TF-Hub's modules used 1e-4."""
         last = self.arch['out_channels'][-1]
-        return nn.Sequential(layers.bn(last, cross_replica=cross_replica, mybn=mybn),
+        return nn.Sequential(layers.bn(last, eps=eps, cross_replica=cross_replica, mybn=mybn),
                              self.activation, which_conv(last, 3))
 
 
@@ -232,7 +232,7 @@ class Generator(GeneratorBase):
                  G_activation: Union[str, nn.Module] = 'relu', BN_eps: float = 1e-5,
                  SN_eps: float = 1e-12, G_init: str = 'ortho', skip_init: bool = False,
                  G_param: str = 'SN', norm_style: str = 'bn',
-                 G_block: Union[str, Callable] = ''):
+                 G_block: Union[str, Callable] = '', G_output_eps: float = 1e-5):
         if hier and not G_shared:
             raise ValueError('hier=True needs G_shared=True: hierarchical z concatenates each '
                              'z chunk with the shared class embedding (flag --G_shared)')
@@ -278,7 +278,7 @@ class Generator(GeneratorBase):
                 stage.append(layers.Attention(c_out, which_conv))
             blocks.append(nn.ModuleList(stage))
         self.blocks = nn.ModuleList(blocks)
-        self.output_layer = self.output_layer_for(which_conv, cross_replica, mybn)
+        self.output_layer = self.output_layer_for(which_conv, cross_replica, mybn, G_output_eps)
         if not skip_init:
             layers.init_weights(self, G_init)
 

@@ -1,18 +1,17 @@
-"""BigGAN-deep: bottleneck G and D blocks, their arch tables, Generator and Discriminator.
+"""BigGAN-deep: its arch tables, Generator and Discriminator (its bottleneck G and D blocks are
+layers.DeepGBlock / DeepDBlock, importable from here as GBlock / DBlock).
 
 Shared with BigGAN (imported, not copied): the G arch table, attention parsing, init, the layers
 and the fused `G_D`. BigGAN-deep conditions every block on `cat([shared(y), z])` (`hier` and
 `G_shared` are required) and has `G_depth`/`D_depth` blocks per stage.
 """
 import functools
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import layers
-import resample
 from BigGAN import (G_D, DiscriminatorBase, GeneratorBase, d_tables, select_arch,  # noqa: F401
                     takes_config, upsample_nearest)
 from BigGAN import G_arch as _biggan_G_arch
@@ -24,84 +23,9 @@ __all__ = ['GBlock', 'DBlock', 'G_arch', 'D_arch', 'Generator', 'Discriminator',
 # Blocks
 # ------------------------------------------------------------------------------------------------
 
-class GBlock(nn.Module):
-    """Bottleneck G block: 1x1 down to in/4, two 3x3, 1x1 up, each after a ccbn and activation.
-    The skip drops channels when the width shrinks and never has a conv."""
-
-    def __init__(self, in_channels: int, out_channels: int, which_conv: Callable = nn.Conv2d,
-                 which_bn: Callable = layers.bn, activation: Optional[nn.Module] = None,
-                 upsample: Optional[Callable] = None, channel_ratio: int = 4):
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.hidden_channels = in_channels // channel_ratio
-        self.activation = activation
-        self.upsample = upsample
-        hidden = self.hidden_channels
-        self.conv1 = which_conv(in_channels, hidden, kernel_size=1, padding=0)
-        self.conv2 = which_conv(hidden, hidden)
-        self.conv3 = which_conv(hidden, hidden)
-        self.conv4 = which_conv(hidden, out_channels, kernel_size=1, padding=0)
-        self.bn1 = which_bn(in_channels)
-        self.bn2 = which_bn(hidden)
-        self.bn3 = which_bn(hidden)
-        self.bn4 = which_bn(hidden)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(self.activation(self.bn1(x, y)))
-        h = self.activation(self.bn2(h, y))
-        if self.in_channels != self.out_channels:
-            x = x[:, :self.out_channels]
-        if resample.fusable_upsample(h, self.conv2, self.upsample):
-            h = resample.upsample_conv(h, self.conv2)  # one transposed conv: 4/9 of the work
-        else:
-            h = self.conv2(h if self.upsample is None else self.upsample(h))
-        if self.upsample is not None:
-            x = self.upsample(x)
-        h = self.conv3(self.activation(self.bn3(h, y)))
-        h = self.conv4(self.activation(self.bn4(h, y)))
-        return h + x
-
-
-class DBlock(nn.Module):
-    """Bottleneck D block, always pre-activated; the skip pools and, when the width grows,
-    concatenates a learned 1x1 projection to the input channels."""
-
-    def __init__(self, in_channels: int, out_channels: int, which_conv: Callable = layers.SNConv2d,
-                 wide: bool = True, preactivation: bool = True,
-                 activation: Optional[nn.Module] = None, downsample: Optional[nn.Module] = None,
-                 channel_ratio: int = 4):
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.hidden_channels = out_channels // channel_ratio
-        self.activation = activation
-        self.downsample = downsample
-        hidden = self.hidden_channels
-        self.conv1 = which_conv(in_channels, hidden, kernel_size=1, padding=0)
-        self.conv2 = which_conv(hidden, hidden)
-        self.conv3 = which_conv(hidden, hidden)
-        self.conv4 = which_conv(hidden, out_channels, kernel_size=1, padding=0)
-        self.learnable_sc = in_channels != out_channels
-        if self.learnable_sc:
-            self.conv_sc = which_conv(in_channels, out_channels - in_channels,
-                                      kernel_size=1, padding=0)
-
-    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if self.downsample is not None:
-            x = self.downsample(x)
-        if self.learnable_sc:
-            x = torch.cat([x, self.conv_sc(x)], 1)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Out-of-place ReLU: x is still needed by the shortcut.
-        h = self.conv1(F.relu(x))
-        h = self.conv2(self.activation(h))
-        h = self.conv3(self.activation(h))
-        h = self.activation(h)
-        if self.downsample is not None:
-            h = self.downsample(h)
-        h = self.conv4(h)
-        return h + self.shortcut(x)
+# The bottleneck blocks live in layers.py (G_BLOCKS / D_BLOCKS name them DeepGBlock / DeepDBlock);
+# the original's names stay importable from here.
+GBlock, DBlock = layers.DeepGBlock, layers.DeepDBlock
 
 
 # ------------------------------------------------------------------------------------------------
@@ -146,7 +70,7 @@ class Generator(GeneratorBase):
     Stage i has `G_depth` blocks: all but the last keep in_i channels, the last maps to out_i and
     upsamples (for G_depth <= 2 exactly the original; deeper stages work here, the original's
     crashed). Each block is its own entry of `blocks`; attention joins the last block of a stage.
-    Blocks are built from `G_block` (a name in layers.G_BLOCKS, a class, or '' for GBlock).
+    Blocks are built from `G_block` (a name in layers.G_BLOCKS, a class, or '' for DeepGBlock).
     """
     own_block = GBlock
 
@@ -159,7 +83,7 @@ class Generator(GeneratorBase):
                  G_activation: Union[str, nn.Module] = 'relu', BN_eps: float = 1e-5,
                  SN_eps: float = 1e-12, G_init: str = 'ortho', skip_init: bool = False,
                  G_param: str = 'SN', norm_style: str = 'bn',
-                 G_block: Union[str, Callable] = ''):
+                 G_block: Union[str, Callable] = '', G_output_eps: float = 1e-5):
         if not (hier and G_shared):
             raise ValueError('BigGAN-deep needs hier=True and G_shared=True (flags --hier '
                              '--G_shared): every block is conditioned on cat([shared(y), z])')
@@ -195,7 +119,7 @@ class Generator(GeneratorBase):
             if self.arch['attention'][self.arch['resolution'][index]]:
                 blocks[-1].append(layers.Attention(c_out, which_conv))
         self.blocks = nn.ModuleList([nn.ModuleList(stage) for stage in blocks])
-        self.output_layer = self.output_layer_for(which_conv, cross_replica, mybn)
+        self.output_layer = self.output_layer_for(which_conv, cross_replica, mybn, G_output_eps)
         if not skip_init:
             layers.init_weights(self, G_init)
 
@@ -218,7 +142,7 @@ class Discriminator(DiscriminatorBase):
     """BigGAN-deep projection discriminator: a 3x3 stem conv, then `D_depth` blocks per stage
     (the first of each stage changes width and downsamples). `D_wide` goes to the blocks, and
     BigGAN-deep's own block ignores it, as in the original. Blocks are built from `D_block` (a
-    name in layers.D_BLOCKS, a class, or '' for DBlock)."""
+    name in layers.D_BLOCKS, a class, or '' for DeepDBlock)."""
     own_block = DBlock
 
     @takes_config('D')

@@ -275,6 +275,8 @@ NEW_FLAGS = [
       choices=From('layers', 'G_BLOCKS'), tag='Gblock%s'),
     F('D_block', str, '', "D residual block, by name ('': the model's own)", 'D',
       choices=From('layers', 'D_BLOCKS'), tag='Dblock%s'),
+    F('G_output_eps', float, 1e-5, "eps of G's output-layer BN (the original fixes 1e-5 whatever "
+      "--BN_eps says; TF-Hub's modules use 1e-4)", 'G', limits='> 0', tag='Goeps%g'),
     F('device', str, 'auto', 'auto (cuda when available), cpu, cuda or cuda:N', 'run'),
     F('inception', str, 'tf', "Inception for IS/FID (tf: TF-exact, the numbers to report; "
       "torchvision: the original's monitoring net)", 'metrics',
@@ -314,14 +316,17 @@ SAMPLE_NEW_FLAGS = [
     F('truncation', float, None, "truncated normal z: resample every |z| above this threshold "
       "(the paper's truncation trick; default: none)", 'sample', limits='> 0'),
     F('classes', str, '', "only these classes in sheets and samples, e.g. '1,5,9' (default: "
-      "all)", 'sample'),
+      "all); interpolation rows draw theirs from these too, unless --interp_classes", 'sample'),
+    F('interp_classes', str, '', "the interpolation sheets' rows, one per entry: 'A:B' goes "
+      "from class A to B, 'A' stays at A, e.g. '207:208,1' (default: 16 rows of random classes)",
+      'sample'),
     F('sample_trunc_sweep', str, 'z_var', "what --sample_trunc_curves varies (z_var: the "
       "original's z std; truncation: the threshold)", 'sample', choices=('z_var', 'truncation')),
 ]
 
 # Entries of a whole config that are no flags: derived by train.py / sample.py, or left in the
 # original's saved configs (its nn.ReLU activations, `no_optim`, older key names).
-CONFIG_EXTRAS = frozenset({'classes_per_sheet', 'sample_classes', 'trunc_values',
+CONFIG_EXTRAS = frozenset({'classes_per_sheet', 'sample_classes', 'interp_pairs', 'trunc_values',
                            'G_activation', 'D_activation', 'no_optim', 'dataset_root', 'BN_sync'})
 
 

@@ -2,12 +2,14 @@
 
 The SN conv, linear and embedding layers (from spectral_norm.py, importable from here), SA-GAN
 self-attention, the batch-norm family (class-conditional `ccbn`, plain `bn`, `myBN` with standing
-statistics), the BigGAN G and D residual blocks, weight init and the activation table. Every
+statistics), the residual blocks of BigGAN (GBlock, DBlock) and BigGAN-deep (DeepGBlock,
+DeepDBlock), weight init and the activation table. Every
 layer keeps the original's parameter and buffer names, so checkpoints move both ways.
 
 The models build every residual block from `which_block` (flags --G_block / --D_block pick one
 of G_BLOCKS / D_BLOCKS by name) and hand it the `which_conv` and `which_bn` partials. To try a new
-block, write it here and add it to G_BLOCKS or D_BLOCKS (README, "Try a new block").
+block, write it at the end of this file and add it to G_BLOCKS or D_BLOCKS (README, "Try a new
+block").
 """
 import functools
 from typing import Callable, Optional, Sequence, Tuple, Union
@@ -21,6 +23,8 @@ import resample
 # original.
 from spectral_norm import (SN, SNConv2d, SNEmbedding, SNLinear, gram_schmidt,  # noqa: F401
                            power_iteration, proj)
+# So does self-attention, from attention.py.
+from attention import Attention, attention_explicit, attention_sdpa  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,64 +91,6 @@ def sn_layers(param: str, num_svs: int, num_itrs: int, eps: float, kernel_size: 
                 functools.partial(SNEmbedding, **sn))
     return (functools.partial(nn.Conv2d, kernel_size=kernel_size, padding=padding),
             nn.Linear, nn.Embedding)
-
-
-# ------------------------------------------------------------------------------------------------
-# Self-attention
-# ------------------------------------------------------------------------------------------------
-
-def attention_explicit(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """The original's attention: (N, c, HW) queries, (N, c, M) keys, (N, d, M) values ->
-    (N, d, HW); the scores are not scaled by 1/sqrt(c), and the softmax runs in float32
-    whatever the autocast dtype (float64 stays float64). It stores the N x HW x M score matrix."""
-    scores = torch.bmm(theta.transpose(1, 2), phi)
-    if scores.element_size() < 4:
-        scores = scores.float()
-    return torch.bmm(g, F.softmax(scores, -1).to(g.dtype).transpose(1, 2))
-
-
-def attention_sdpa(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """The same through scaled_dot_product_attention (scale 1, as the original), which on CUDA
-    runs a fused kernel that never stores the score matrix (4 GiB for BigGAN-128's 64 x 64
-    attention at batch 256 in float32) and accumulates in float32. The query and key widths are
-    zero-padded to a multiple of 8, the alignment the fused kernels want (zeros add nothing to
-    the scores)."""
-    q, k, v = (t.transpose(1, 2).unsqueeze(1) for t in (theta, phi, g))
-    pad = -q.shape[-1] % 8
-    if pad:
-        q, k = F.pad(q, (0, pad)), F.pad(k, (0, pad))
-    return F.scaled_dot_product_attention(q, k, v, scale=1.0).squeeze(1).transpose(1, 2)
-
-
-class Attention(nn.Module):
-    """SA-GAN non-local block: theta/phi project to ch/8, g to ch/2, o back to ch; phi and g are
-    max-pooled 2x2. The output is `gamma * o + x` with gamma starting at 0. On CUDA the attention
-    itself runs through `attention_sdpa` (`fused = False`: `attention_explicit`, the original's
-    computation, as on the CPU, where no fused kernel takes these shapes and the explicit form
-    is the faster one)."""
-    fused = True
-
-    def __init__(self, ch: int, which_conv: Callable = SNConv2d, name: str = 'attention'):
-        super().__init__()
-        if ch // 8 < 1:
-            raise ValueError(f'self-attention needs at least 8 channels, got {ch}: raise the '
-                             f'channel width (G_ch/D_ch) or drop attention at this resolution')
-        self.ch = ch
-        # 1x1 convs without bias, as in the original.
-        self.theta = which_conv(ch, ch // 8, kernel_size=1, padding=0, bias=False)
-        self.phi = which_conv(ch, ch // 8, kernel_size=1, padding=0, bias=False)
-        self.g = which_conv(ch, ch // 2, kernel_size=1, padding=0, bias=False)
-        self.o = which_conv(ch // 2, ch, kernel_size=1, padding=0, bias=False)
-        self.gamma = nn.Parameter(torch.tensor(0.), requires_grad=True)
-
-    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        n, _, h, w = x.shape
-        theta = self.theta(x).reshape(n, self.ch // 8, h * w)
-        phi = F.max_pool2d(self.phi(x), [2, 2]).reshape(n, self.ch // 8, h * w // 4)
-        g = F.max_pool2d(self.g(x), [2, 2]).reshape(n, self.ch // 2, h * w // 4)
-        attend = attention_sdpa if self.fused and x.is_cuda else attention_explicit
-        o = self.o(attend(theta, phi, g).reshape(n, self.ch // 2, h, w))
-        return self.gamma * o + x
 
 
 # ------------------------------------------------------------------------------------------------
@@ -482,13 +428,100 @@ class DBlock(nn.Module):
         return h + self.shortcut(x)
 
 
-# Residual blocks by name, for --G_block / --D_block ('' keeps the model's own: these for BigGAN,
-# the bottleneck blocks of BigGANdeep.py for BigGAN-deep). A G block is called as
+# ------------------------------------------------------------------------------------------------
+# BigGAN-deep residual blocks
+# ------------------------------------------------------------------------------------------------
+
+def add_bottleneck_convs(block: nn.Module, which_conv: Callable, in_channels: int, hidden: int,
+                         out_channels: int) -> None:
+    """conv1 to conv4 of a bottleneck block, in the original's order: 1x1 in -> hidden, two
+    3x3, 1x1 hidden -> out."""
+    block.conv1 = which_conv(in_channels, hidden, kernel_size=1, padding=0)
+    block.conv2 = which_conv(hidden, hidden)
+    block.conv3 = which_conv(hidden, hidden)
+    block.conv4 = which_conv(hidden, out_channels, kernel_size=1, padding=0)
+
+
+class DeepGBlock(nn.Module):
+    """BigGAN-deep's bottleneck G block (BigGANdeep.GBlock): 1x1 down to in/4, two 3x3, 1x1 up,
+    each after a ccbn and activation. The skip drops channels when the width shrinks and never
+    has a conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, which_conv: Callable = nn.Conv2d,
+                 which_bn: Callable = bn, activation: Optional[nn.Module] = None,
+                 upsample: Optional[Callable] = None, channel_ratio: int = 4):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.hidden_channels = in_channels // channel_ratio
+        self.activation = activation
+        self.upsample = upsample
+        add_bottleneck_convs(self, which_conv, in_channels, self.hidden_channels, out_channels)
+        self.bn1 = which_bn(in_channels)
+        self.bn2 = which_bn(self.hidden_channels)
+        self.bn3 = which_bn(self.hidden_channels)
+        self.bn4 = which_bn(self.hidden_channels)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.activation(self.bn1(x, y)))
+        h = self.activation(self.bn2(h, y))
+        if self.in_channels != self.out_channels:
+            x = x[:, :self.out_channels]
+        if resample.fusable_upsample(h, self.conv2, self.upsample):
+            h = resample.upsample_conv(h, self.conv2)  # one transposed conv: 4/9 of the work
+        else:
+            h = self.conv2(h if self.upsample is None else self.upsample(h))
+        if self.upsample is not None:
+            x = self.upsample(x)
+        h = self.conv3(self.activation(self.bn3(h, y)))
+        h = self.conv4(self.activation(self.bn4(h, y)))
+        return h + x
+
+
+class DeepDBlock(nn.Module):
+    """BigGAN-deep's bottleneck D block (BigGANdeep.DBlock), always pre-activated; the skip pools
+    and, when the width grows, concatenates a learned 1x1 projection to the input channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, which_conv: Callable = SNConv2d,
+                 wide: bool = True, preactivation: bool = True,
+                 activation: Optional[nn.Module] = None, downsample: Optional[nn.Module] = None,
+                 channel_ratio: int = 4):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.hidden_channels = out_channels // channel_ratio
+        self.activation = activation
+        self.downsample = downsample
+        add_bottleneck_convs(self, which_conv, in_channels, self.hidden_channels, out_channels)
+        self.learnable_sc = in_channels != out_channels
+        if self.learnable_sc:
+            self.conv_sc = which_conv(in_channels, out_channels - in_channels,
+                                      kernel_size=1, padding=0)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        if self.learnable_sc:
+            x = torch.cat([x, self.conv_sc(x)], 1)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Out-of-place ReLU: x is still needed by the shortcut.
+        h = self.conv1(F.relu(x))
+        h = self.conv2(self.activation(h))
+        h = self.conv3(self.activation(h))
+        h = self.activation(h)
+        if self.downsample is not None:
+            h = self.downsample(h)
+        h = self.conv4(h)
+        return h + self.shortcut(x)
+
+
+# Residual blocks by name, for --G_block / --D_block, each name one class ('' keeps the model's
+# own: GBlock / DBlock for BigGAN, DeepGBlock / DeepDBlock for BigGAN-deep). A G block is called as
 # `block(in_channels, out_channels, which_conv=, which_bn=, activation=, upsample=)` and run as
 # `block(x, y)`; a D block as `block(in_channels, out_channels, which_conv=, wide=,
 # preactivation=, activation=, downsample=)` and run as `block(x)`.
-G_BLOCKS = {'GBlock': GBlock}
-D_BLOCKS = {'DBlock': DBlock}
+G_BLOCKS = {'GBlock': GBlock, 'DeepGBlock': DeepGBlock}
+D_BLOCKS = {'DBlock': DBlock, 'DeepDBlock': DeepDBlock}
 
 
 def get_block(block: Union[str, Callable, None], table: dict, own: Callable,

@@ -277,7 +277,8 @@ def write_sheets(G: nn.Module, config: dict, device: torch.device,
         kinds = sampling.interp_kinds(config['n_classes'])
         with train_fns.preserve_state(G):
             out['interps'] = [sampling.interp_sheet(G, 16, 8, config['n_classes'], *sheets,
-                                                    sampler, fix_z=fix_z, fix_y=fix_y)
+                                                    sampler, fix_z=fix_z, fix_y=fix_y,
+                                                    pairs=config['interp_pairs'])
                               for fix_z, fix_y in (progress(kinds, desc='Interpolations ')
                                                    if progress else kinds)]
     if config['sample_random']:

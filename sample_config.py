@@ -115,6 +115,26 @@ def parse_classes(text: str, n_classes: int) -> Optional[Tuple[int, ...]]:
     return classes
 
 
+def parse_interp_classes(text: str, n_classes: int) -> Optional[Tuple[Tuple[int, int], ...]]:
+    """'207:208,1' -> ((207, 208), (1, 1)): each interpolation row's start and end class, each
+    in [0, n_classes); '' -> None (random classes)."""
+    if not text:
+        return None
+    valid = (f"valid: comma-separated rows 'A:B' (class A to class B) or 'A' (class A "
+             f"throughout), classes 0 to {n_classes - 1}, e.g. '0:1,2'")
+    try:
+        pairs = tuple((int(row.split(':')[0]), int(row.split(':')[-1]))
+                      for row in text.split(',') if row.count(':') <= 1)
+    except ValueError:
+        pairs = ()
+    if len(pairs) != len(text.split(',')):
+        raise ValueError(f'--interp_classes {text!r} is not a list of rows; {valid}')
+    bad = sorted({c for pair in pairs for c in pair if not 0 <= c < n_classes})
+    if bad:
+        raise ValueError(f'--interp_classes {text!r}: {bad} out of range; {valid}')
+    return pairs
+
+
 def sample_dataset(config: dict) -> Tuple[int, int, int]:
     """(resolution, n_classes, classes per sheet), reading the data only when nothing else says.
 
@@ -156,6 +176,7 @@ def parse_sample_config(argv: Optional[List[str]] = None) -> utils.Config:
     """Parse sample.py's command line into the read-only Config (see the module docstring).
 
     Derived entries: resolution, n_classes, classes_per_sheet, sample_classes (tuple or None),
+    interp_pairs (the --interp_classes rows or None),
     trunc_values (the --sample_trunc_curves values), G_batch_size (at least batch_size),
     skip_init (always), experiment_name (with --G_weights: the file's name by default).
     """
@@ -171,6 +192,7 @@ def parse_sample_config(argv: Optional[List[str]] = None) -> utils.Config:
         check_sample_flags(config)
         resolution, n_classes, per_sheet = sample_dataset(config)
         config.update(sample_classes=parse_classes(config['classes'], n_classes),
+                      interp_pairs=parse_interp_classes(config['interp_classes'], n_classes),
                       trunc_values=parse_trunc_curves(config['sample_trunc_curves']))
     except ValueError as error:
         if saved_from:

@@ -285,20 +285,27 @@ def interp(x0: torch.Tensor, x1: torch.Tensor, num_midpoints: int) -> torch.Tens
 @torch.no_grad()
 def interp_sheet(G: nn.Module, num_per_sheet: int, num_midpoints: int, num_classes: int,
                  samples_root: str, experiment_name: str, folder_number, sampler: NoiseSampler,
-                 *, sheet_number: int = 0, fix_z: bool = False, fix_y: bool = False) -> str:
+                 *, sheet_number: int = 0, fix_z: bool = False, fix_y: bool = False,
+                 pairs: Optional[Sequence[Tuple[int, int]]] = None) -> str:
     """`interp<Z><Y><sheet>.jpg`: each row interpolates z (unless fix_z) and the class vector
-    (unless fix_y) between two random draws, over num_midpoints + 2 columns."""
-    n, m = num_per_sheet, num_midpoints + 2
+    (unless fix_y) between two random draws, over num_midpoints + 2 columns. `pairs` gives
+    each row's (start, end) class instead (one row per pair; with fix_y the start class)."""
+    n, m = (num_per_sheet if pairs is None else len(pairs)), num_midpoints + 2
     if fix_z:
         zs = sampler.sample_z(n).unsqueeze(1).repeat(1, m, 1)
     else:
         zs = interp(sampler.sample_z(n).unsqueeze(1), sampler.sample_z(n).unsqueeze(1),
                     num_midpoints)
-    first = class_vectors(G, sampler.sample_y(n)).unsqueeze(1)
+    if pairs is None:
+        starts, ends = sampler.sample_y(n), None
+    else:
+        starts, ends = (torch.tensor(side, device=sampler.device) for side in zip(*pairs))
+    first = class_vectors(G, starts).unsqueeze(1)
     if fix_y:
         ys = first.repeat(1, m, 1)
     else:
-        ys = interp(first, class_vectors(G, sampler.sample_y(n)).unsqueeze(1), num_midpoints)
+        ends = sampler.sample_y(n) if ends is None else ends
+        ys = interp(first, class_vectors(G, ends).unsqueeze(1), num_midpoints)
     images = G(zs.flatten(0, 1), ys.flatten(0, 1)).float()
     folder = os.path.join(samples_root, experiment_name, str(folder_number))
     os.makedirs(folder, exist_ok=True)

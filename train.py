@@ -264,6 +264,11 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
         saved, path = checkpoints.read_state(config['weights_root'], experiment_name,
                                              config['load_weights'] or None)
         start_itr = saved['itr']
+        if config['num_iters'] and start_itr >= config['num_iters']:
+            # Not an error: re-running a finished job's command line is common on clusters.
+            say(f"Nothing to train: the checkpoint is at iteration {start_itr}, which reaches "
+                f"--num_iters {config['num_iters']} (raise --num_iters to train on)")
+            return saved
     loader = make_loader(config, start_itr)
     data = datasets.identity(config['dataset'], config['data_root'], config['n_classes'],
                              len(loader.dataset))

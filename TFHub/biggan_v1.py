@@ -23,7 +23,7 @@ How it differs from `BigGAN.Generator` with `converter.get_config(res)`:
    accumulated_mean / accumulated_var (BigGAN.Generator: the BN's stored_mean / stored_var).
    TF's accumulation_counter is kept here but used by neither model.
 5. The output BN uses eps 1e-4, like every TF BN. The original's output BN is fixed at 1e-5
-   whatever BN_eps says; `converter.build_generator(..., tf_output_eps=True)` sets 1e-4.
+   whatever BN_eps says; `converter.get_config` sets G_output_eps 1e-4 (--G_output_eps).
 6. SN vectors: TF stores u0 and u1 per layer. Both models normalize a weight by one power
    iteration from u0 (layers.SN, eps 1e-4), as the original's port did; u1 is read by neither.
    TF stores no sigma: sv0 stays 1 here (the converter fills BigGAN.Generator's sv0).

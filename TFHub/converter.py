@@ -55,15 +55,16 @@ def get_config(resolution: int) -> dict:
     """`BigGAN.Generator` keyword arguments of the TF-Hub module at `resolution`.
 
     The flag equivalent: --G_ch 96 --G_shared --shared_dim 128 --hier --dim_z {120,140,128}
-    --G_attn {64,128,64} --G_nl inplace_relu --BN_eps 1e-4 --SN_eps 1e-4. The output-layer BN
-    keeps eps 1e-5 whatever BN_eps says (as in the original); see `build_generator`.
+    --G_attn {64,128,64} --G_nl inplace_relu --BN_eps 1e-4 --SN_eps 1e-4 --G_output_eps 1e-4
+    (TF's eps for the output BN too, which the original fixed at 1e-5).
     """
     check_resolution(resolution)
     return dict(G_ch=CH, dim_z=Z_DIMS[resolution], resolution=resolution,
                 G_attn=ATTENTION[resolution], n_classes=N_CLASSES, G_shared=True,
                 shared_dim=SHARED_DIM, hier=True, cross_replica=False, mybn=False,
                 G_activation='inplace_relu', BN_eps=TF_EPS, SN_eps=TF_EPS, num_G_SVs=1,
-                num_G_SV_itrs=1, G_init='ortho', skip_init=True, G_param='SN', norm_style='bn')
+                num_G_SV_itrs=1, G_init='ortho', skip_init=True, G_param='SN', norm_style='bn',
+                G_output_eps=TF_EPS)
 
 
 def module_resolution(variables: Mapping) -> Optional[int]:
@@ -157,18 +158,14 @@ def convert_variables(variables: Mapping, resolution: int, ema: bool = True,
 # Building, saving, sampling
 # ------------------------------------------------------------------------------------------------
 
-def build_generator(resolution: int, state_dict: Optional[Mapping] = None,
-                    tf_output_eps: bool = False) -> BigGAN.Generator:
+def build_generator(resolution: int, state_dict: Optional[Mapping] = None) -> BigGAN.Generator:
     """`BigGAN.Generator(**get_config(resolution))`, loaded strictly from `state_dict` if given.
 
-    The original's output-layer BN always uses eps 1e-5 where TF used 1e-4; `tf_output_eps`
-    sets it to 1e-4 so the forward matches TF-Hub's arithmetic exactly. The eps is not part of
-    the state_dict: a generator built elsewhere keeps 1e-5, which changes the output BN's scale
+    The config's G_output_eps (1e-4, TF's) is not part of the state_dict: a generator built
+    without it keeps the original's 1e-5, which changes the output BN's scale
     1 / sqrt(var + eps) by a factor of about 1 + 4.5e-5 / var per channel.
     """
     G = BigGAN.Generator(**get_config(resolution))
-    if tf_output_eps:
-        G.output_layer[0].eps = TF_EPS
     if state_dict is not None:
         G.load_state_dict(state_dict, strict=True)
     return G
@@ -258,9 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='a local TF-Hub module folder or an .h5 dump of its variables '
                              '(no download)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the sample sheet')
+    # The converted generator now always has TF's output BN eps (get_config's G_output_eps).
     parser.add_argument('--tf_output_eps', action='store_true',
-                        help='draw the sheet with the output BN eps of TF (1e-4) instead of the '
-                             "original's fixed 1e-5")
+                        help='no effect, kept for old command lines: the sheet always uses '
+                             "TF's output BN eps 1e-4")
     return parser
 
 
@@ -322,7 +320,7 @@ def convert(resolution: Optional[int], args: argparse.Namespace) -> str:
         else:
             state_dict = convert_variables(variables, resolution, ema=not args.no_ema, log=log)
     build = deep.build_generator if model == 'deep' else build_generator
-    G = build(resolution, state_dict, tf_output_eps=args.tf_output_eps)
+    G = build(resolution, state_dict)
     suffix = f'-t{args.truncation:g}' if args.truncation not in (None, 1.0) else ''
     path = os.path.join(args.weights_dir, f'{name}{suffix}.pth')
     save_state_dict(state_dict, path)

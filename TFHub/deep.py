@@ -27,8 +27,8 @@ How the TF graph differs from `BigGANdeep.Generator`, and what the mapping does 
    by `converter.py --model deep` keeps them as `<BN scope>/accumulated_mean` / `accumulated_var`
    of shape (51, C). A (C,) vector under those names (statistics of one truncation) is taken
    as it is.
-5. The output BN's eps: TF 1e-4, BigGANdeep's output layer 1e-5 (`build_generator`'s
-   `tf_output_eps`, as for BigGAN).
+5. The output BN's eps: TF 1e-4, BigGANdeep's output layer 1e-5 by default; `get_config` sets
+   G_output_eps 1e-4 (flag --G_output_eps), as for BigGAN.
 
 Not part of the graph: the noise. TF-Hub samples z as `truncation * truncnorm(-2, 2)`
 (`biggan_v1.truncated_z_sample`, the same for both families) and feeds the truncation to the
@@ -90,15 +90,16 @@ def get_config(resolution: int) -> dict:
     """`BigGANdeep.Generator` keyword arguments of the TF-Hub module at `resolution`.
 
     The flag equivalent: --model BigGANdeep --G_ch 128 --G_depth 2 --dim_z 128 --shared_dim 128
-    --G_shared --hier --G_attn 64 --G_nl inplace_relu --BN_eps 1e-4 --SN_eps 1e-4. The output BN
-    keeps eps 1e-5 whatever BN_eps says (see `build_generator`).
+    --G_shared --hier --G_attn 64 --G_nl inplace_relu --BN_eps 1e-4 --SN_eps 1e-4
+    --G_output_eps 1e-4 (TF's eps for the output BN too; BigGANdeep's default is 1e-5).
     """
     check_resolution(resolution)
     return dict(G_ch=CH, G_depth=G_DEPTH, dim_z=DIM_Z, resolution=resolution,
                 G_attn=str(ATTENTION), n_classes=N_CLASSES, G_shared=True,
                 shared_dim=SHARED_DIM, hier=True, cross_replica=False, mybn=False,
                 G_activation='inplace_relu', BN_eps=EPS, SN_eps=EPS, num_G_SVs=1,
-                num_G_SV_itrs=1, G_init='ortho', skip_init=True, G_param='SN', norm_style='bn')
+                num_G_SV_itrs=1, G_init='ortho', skip_init=True, G_param='SN', norm_style='bn',
+                G_output_eps=EPS)
 
 
 def blocks(resolution: int) -> List[Tuple[str, int, int, bool]]:
@@ -297,17 +298,15 @@ def missing_arch_message(resolution: int) -> Optional[str]:
             f'{[2 ** i for i in range(3, 3 + len(ins))]} (the BigGAN.G_arch {resolution} table)')
 
 
-def build_generator(resolution: int, state_dict: Optional[Mapping] = None,
-                    tf_output_eps: bool = False) -> BigGANdeep.Generator:
-    """`BigGANdeep.Generator(**get_config(resolution))`, loaded strictly from `state_dict` if
-    given. `tf_output_eps` sets the output BN's eps to TF's 1e-4 (BigGANdeep keeps 1e-5)."""
+def build_generator(resolution: int,
+                    state_dict: Optional[Mapping] = None) -> BigGANdeep.Generator:
+    """`BigGANdeep.Generator(**get_config(resolution))` (output BN eps 1e-4, TF's), loaded
+    strictly from `state_dict` if given."""
     check_resolution(resolution)
     problem = missing_arch_message(resolution)
     if problem:
         raise ValueError(problem)
     G = BigGANdeep.Generator(**get_config(resolution))
-    if tf_output_eps:
-        G.output_layer[0].eps = EPS
     if state_dict is not None:
         G.load_state_dict(state_dict, strict=True)
     return G

@@ -192,7 +192,7 @@ def test_help_and_checks_read_the_choice_tables(monkeypatch):
     text = ' '.join(utils.prepare_parser().format_help().split())
     assert '--G_nl G_NL G activation (choices: relu, inplace_relu, ir, elu)' in text
     assert '--loss LOSS GAN loss (choices: hinge, dcgan, ls)' in text
-    assert 'choices: GBlock, MyGBlock' in text
+    assert 'choices: GBlock, DeepGBlock, MyGBlock' in text
     config = utils.parse_config(['--dataset', 'C10', '--G_nl', 'elu', '--loss', 'ls',
                                  '--G_block', 'MyGBlock'])
     assert (config.G_nl, config.loss) == ('elu', 'ls')

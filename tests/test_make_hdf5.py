@@ -1,5 +1,7 @@
 """make_hdf5.py: the original's file layout, exact values, rounding, atomic writes, its CLI."""
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -8,7 +10,8 @@ import torch
 
 import datasets
 import make_hdf5
-from data_helpers import FOLDER_LABELS, make_image_folder
+from conftest import ROOT
+from data_helpers import FOLDER_LABELS, make_image_folder, make_solid_folder
 
 
 def config(**overrides):
@@ -125,3 +128,52 @@ def test_bad_sizes_are_refused(tmp_path):
         make_hdf5.run(config(dataset='ImageFolder', data_root=root, resolution=32, chunk_size=0))
     with pytest.raises(ValueError, match='--resolution 48 has no BigGAN arch table'):
         make_hdf5.run(config(dataset='ImageFolder', data_root=root, resolution=48))
+
+
+# ------------------------------------------------------------------------------------------------
+# scripts/utils/prepare_data.sh: each extra argument goes to the program that takes it
+# ------------------------------------------------------------------------------------------------
+
+def test_route_args_sends_each_flag_to_the_programs_that_take_it(monkeypatch):
+    import calculate_inception_moments
+    monkeypatch.syspath_prepend(os.path.join(ROOT, 'scripts', 'utils'))
+    import route_args
+    parsers = [make_hdf5.prepare_parser(), calculate_inception_moments.prepare_parser()]
+    args = ['--data_root', 'd', '--chunk_size=7', '--compression', '--inception_weights', 'w',
+            '--seed', '-1', '--num_workers', '0']
+    hdf5, moments = route_args.route(args, parsers, ['a', 'b'])
+    assert hdf5 == ['--data_root', 'd', '--chunk_size=7', '--compression', '--num_workers', '0']
+    assert moments == ['--data_root', 'd', '--inception_weights', 'w', '--seed', '-1',
+                       '--num_workers', '0']
+    for bad in (['--nope', '1'], ['stray']):
+        with pytest.raises(ValueError, match='none of a, b'):
+            route_args.route(bad, parsers, ['a', 'b'])
+
+
+def _prepare_data(*args):
+    return subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'utils', 'prepare_data.sh'),
+                           *args], capture_output=True, text=True,
+                          env={**os.environ, 'PY': sys.executable})
+
+
+@pytest.mark.slow
+def test_prepare_data_passes_inception_weights_to_the_moments_step_only(tmp_path):
+    folder = make_solid_folder(str(tmp_path / 'imgs'), {'a': (255, 0, 0), 'b': (0, 0, 255)})
+    missing = str(tmp_path / 'no_such_weights.pth')
+    result = _prepare_data('--dataset', 'ImageFolder', '--data_root', folder, '--resolution',
+                           '32', '--num_workers', '0', '--inception_weights', missing)
+    # make_hdf5.py ran (it would refuse --inception_weights), then the moments program got the
+    # weights and failed on them with its own error.
+    assert os.path.exists(tmp_path / 'imgs32.hdf5'), result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: --inception_weights {missing}: no such file')
+
+
+def test_prepare_data_refuses_a_flag_neither_program_takes(tmp_path):
+    result = _prepare_data('--data_root', str(tmp_path), '--inception_weight', 'w.pth')
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: '--inception_weight' is a flag of none of make_hdf5.py, "
+        'calculate_inception_moments.py (see their --help)')
+    assert os.listdir(tmp_path) == []  # stopped before make_hdf5.py started

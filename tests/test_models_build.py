@@ -192,3 +192,31 @@ def test_cross_replica_single_process_equals_plain_bn():
         with torch.no_grad():
             torch.testing.assert_close(synced(z, synced.shared(y)), plain(z, plain.shared(y)),
                                        atol=1e-5, rtol=1e-4)
+
+
+def test_every_block_name_means_one_class_and_each_model_keeps_its_own():
+    import layers
+    for table in (layers.G_BLOCKS, layers.D_BLOCKS):
+        assert len({id(block) for block in table.values()}) == len(table)
+    assert BigGANdeep.GBlock is layers.G_BLOCKS['DeepGBlock'] is not layers.G_BLOCKS['GBlock']
+    assert BigGANdeep.DBlock is layers.D_BLOCKS['DeepDBlock'] is not layers.D_BLOCKS['DBlock']
+    deep = dict(TINY_G, G_ch=8, resolution=32, G_attn='0')
+    # Naming BigGAN-deep's own block builds the default net, weight for weight.
+    own, named = (BigGANdeep.Generator(**deep, G_block=block) for block in ('', 'DeepGBlock'))
+    assert type(own.blocks[0][0]) is type(named.blocks[0][0]) is BigGANdeep.GBlock
+    torch.manual_seed(0)
+    own = BigGANdeep.Generator(**deep)
+    torch.manual_seed(0)
+    named = BigGANdeep.Generator(**deep, G_block='DeepGBlock')
+    assert all(torch.equal(a, b) for a, b in zip(own.state_dict().values(),
+                                                 named.state_dict().values()))
+    # 'GBlock' is BigGAN's block whatever the model.
+    other = BigGANdeep.Generator(**deep, G_block='GBlock')
+    assert type(other.blocks[0][0]) is layers.GBlock
+    D = BigGAN.Discriminator(**TINY_D, resolution=32, D_attn='0', D_block='DeepDBlock')
+    assert type(D.blocks[0][0]) is BigGANdeep.DBlock
+    # The model's own block ('') gives no experiment-name token; a named one does.
+    base = ['--dataset', 'C10', '--model', 'BigGANdeep', '--hier', '--G_shared']
+    assert 'block' not in utils.name_from_config(utils.parse_config(base))
+    assert utils.name_from_config(utils.parse_config(base + ['--G_block', 'GBlock'])).endswith(
+        '_GblockGBlock')

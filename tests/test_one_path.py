@@ -110,10 +110,26 @@ def _snippet(readme: str, section: str) -> str:
     return re.search(r'```python\n(.*?)```', readme[start:], re.S).group(1)
 
 
+# Where README tells the reader to paste the block example: after everything in layers.py, the
+# G_BLOCKS / D_BLOCKS tables included (the example adds itself to G_BLOCKS).
+BLOCK_PLACE = 'at the end of `layers.py`'
+
+
+def _block_snippet(readme: str) -> str:
+    """README's block example: its first python block that adds to G_BLOCKS, which must follow
+    the words BLOCK_PLACE."""
+    blocks = [m for m in re.finditer(r'```python\n(.*?)```', readme, re.S)
+              if 'G_BLOCKS[' in m.group(1)]
+    assert blocks, 'README.md has no python block adding to G_BLOCKS'
+    said = ' '.join(readme[:blocks[0].start()].split())
+    assert BLOCK_PLACE in said, f'README.md no longer says to paste the block {BLOCK_PLACE}'
+    return blocks[0].group(1)
+
+
 def _apply_readme_edits(copy: str) -> None:
     readme = open(os.path.join(ROOT, 'README.md')).read()
-    with open(os.path.join(copy, 'layers.py'), 'a') as f:  # "write the block in layers.py"
-        f.write('\n\n' + _snippet(readme, 'Try a new block'))
+    with open(os.path.join(copy, 'layers.py'), 'a') as f:  # BLOCK_PLACE
+        f.write('\n\n' + _block_snippet(readme))
     with open(os.path.join(copy, 'losses.py'), 'a') as f:
         f.write('\n\n' + _snippet(readme, 'Add a loss'))
     path = os.path.join(copy, 'flags.py')  # "added to NEW_FLAGS in flags.py"

@@ -218,7 +218,7 @@ def test_bare_G_state_dict_samples_at_any_resolution(tmp_path):
 
 
 TFHUB = '--G_ch 96 --G_shared --shared_dim 128 --hier --G_nl inplace_relu --BN_eps 1e-4 ' \
-        '--SN_eps 1e-4'
+        '--SN_eps 1e-4 --G_output_eps 1e-4'
 
 
 @pytest.mark.parametrize('resolution,flags', [(128, '--dim_z 120 --G_attn 64'),

@@ -2,6 +2,7 @@
 truncated normal, standing statistics (and their reset in a truncation sweep), and the sample
 command line's parsing rules."""
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -294,3 +295,53 @@ def test_a_batch_that_does_not_fit_is_drawn_in_halved_chunks(capsys):
     with pytest.raises(torch.cuda.OutOfMemoryError):
         with torch.no_grad():
             fast(z, G.shared(y))
+
+
+@pytest.mark.parametrize('fix_z,fix_y', [(False, False), (False, True), (True, False)])
+def test_interp_classes_give_each_rows_classes(tmp_path, captured, fix_z, fix_y):
+    """--interp_classes: one row per pair, from its start class to its end class (fix_y: the
+    start class throughout); z is drawn as without it."""
+    G = tiny_G().eval()
+    pairs = ((1, 4), (3, 3), (0, 2))
+    sampling.interp_sheet(G, 16, 8, 5, str(tmp_path), 'exp', 3,
+                          sampling.NoiseSampler(G.dim_z, 5, 16, seed=7), fix_z=fix_z,
+                          fix_y=fix_y, pairs=pairs)
+    images = captured[0][0]
+    assert images.shape == (30, 3, RES, RES)
+    again = sampling.NoiseSampler(G.dim_z, 5, 16, seed=7)
+    z0 = again.sample_z(3)
+    z1 = z0 if fix_z else again.sample_z(3)
+    y0 = torch.tensor([1, 3, 0])
+    y1 = y0 if fix_y else torch.tensor([4, 3, 2])
+    grid = images.view(3, 10, 3, RES, RES)
+    with torch.no_grad():
+        first, last = G(z0, G.shared(y0)), G(z1, G.shared(y1))
+    torch.testing.assert_close(grid[:, 0], first, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grid[:, -1], last, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('text,expected', [('', None), ('2:0', ((2, 0),)),
+                                           ('1,0:3, 4', ((1, 1), (0, 3), (4, 4)))])
+def test_interp_classes_parse(text, expected):
+    assert sample_config.parse_interp_classes(text, 5) == expected
+
+
+@pytest.mark.parametrize('text,problem', [('1:2:3', 'is not a list of rows'),
+                                          ('a:b', 'is not a list of rows'),
+                                          ('1,,2', 'is not a list of rows'),
+                                          ('0:5', r'\[5\] out of range')])
+def test_interp_classes_refuse_bad_rows(text, problem):
+    with pytest.raises(ValueError, match=rf"^--interp_classes '{re.escape(text)}'(: | ){problem}"
+                                         r".*valid: .*classes 0 to 4"):
+        sample_config.parse_interp_classes(text, 5)
+
+
+def test_sample_py_reads_interp_classes_into_the_config(tmp_path):
+    path = tmp_path / 'g.pth'
+    path.touch()
+    argv = ['--G_weights', str(path), '--dataset', 'ImageFolder', '--resolution', '32',
+            '--n_classes', '5', '--G_attn', '0', '--interp_classes']
+    assert sample_config.parse_sample_config(argv + ['0:4,2'])['interp_pairs'] == ((0, 4), (2, 2))
+    assert sample_config.parse_sample_config(argv + [''])['interp_pairs'] is None
+    with pytest.raises(ValueError, match=r"--interp_classes '0:7': \[7\] out of range"):
+        sample_config.parse_sample_config(argv + ['0:7'])

@@ -165,9 +165,9 @@ def _pre_tanh(model, output_module, *inputs):
     return images, captured['x']
 
 
-def test_converted_generator_matches_the_tf_layout_generator(module128, converted128, G128):
+def test_converted_generator_matches_the_tf_layout_generator(module128, converted128):
     V = biggan_v1.load_tf_variables(biggan_v1.Generator(128), module128).eval()
-    exact = converter.build_generator(128, converted128, tf_output_eps=True).eval()
+    exact = converter.build_generator(128, converted128).eval()
     z = torch.from_numpy(biggan_v1.truncated_z_sample(2, 120, truncation=1.0, seed=3))
     y = torch.tensor([3, 777])
     reference, ref_pre = _pre_tanh(V, V.conv_2d, z, biggan_v1.one_hot(y))
@@ -176,9 +176,9 @@ def test_converted_generator_matches_the_tf_layout_generator(module128, converte
     # Not saturated, and the two samples differ: the comparison below means something.
     assert ref_pre.abs().max() < 3 and (ref_pre[0] - ref_pre[1]).abs().mean() > 0.05
     assert torch.allclose(pre, ref_pre, atol=1e-4, rtol=1e-4)
-    # Only the output BN's eps tells the default generator (the original's fixed 1e-5) from it.
-    assert {m.eps for m in G128.modules() if isinstance(m, layers.ccbn)} == {1e-4}
-    assert G128.output_layer[0].eps == 1e-5 and exact.output_layer[0].eps == 1e-4
+    # TF's eps in every BN, the output BN included (the original fixed that one at 1e-5).
+    assert {m.eps for m in exact.modules() if isinstance(m, layers.ccbn)} == {1e-4}
+    assert exact.output_layer[0].eps == 1e-4
 
 
 def test_tf_layout_loader_names_a_missing_variable(module128):

@@ -300,7 +300,7 @@ def _pre_tanh(G, z, y):
 @pytest.mark.parametrize('truncation', [1.0, 0.4])
 def test_converted_generator_matches_the_tf_graph(module128, truncation):
     state = deep.convert_variables(module128, 128, truncation=truncation)
-    G = deep.build_generator(128, state, tf_output_eps=True).eval()
+    G = deep.build_generator(128, state).eval()
     z = torch.from_numpy(biggan_v1.truncated_z_sample(2, 128, truncation, seed=3))
     y = torch.tensor([3, 777])
     reference = TFGraph(module128, truncation).pre_tanh(z, biggan_v1.one_hot(y), 128)
@@ -310,8 +310,9 @@ def test_converted_generator_matches_the_tf_graph(module128, truncation):
     assert reference.abs().max() < 3 and (reference[0] - reference[1]).abs().mean() > 0.05
     assert torch.allclose(pre.double(), reference, atol=1e-4, rtol=0)
     # With BigGANdeep's own output BN eps (1e-5) only that BN's scale moves, a little.
-    default = deep.build_generator(128, state).eval()
-    assert default.output_layer[0].eps == 1e-5
+    default = BigGANdeep.Generator(**{**deep.get_config(128), 'G_output_eps': 1e-5})
+    default.load_state_dict(state)
+    default.eval()
     assert not torch.allclose(_pre_tanh(default, z, y)[1].double(), reference, atol=1e-7, rtol=0)
 
 
@@ -434,7 +435,8 @@ def test_cli_bad_deep_input(module128, tmp_path, capsys):
 
 
 SAMPLE_FLAGS = ('--model BigGANdeep --G_ch 128 --G_depth 2 --dim_z 128 --shared_dim 128 '
-                '--G_shared --hier --G_attn 64 --G_nl inplace_relu --BN_eps 1e-4 --SN_eps 1e-4')
+                '--G_shared --hier --G_attn 64 --G_nl inplace_relu --BN_eps 1e-4 --SN_eps 1e-4 '
+                '--G_output_eps 1e-4')
 
 
 @pytest.mark.parametrize('resolution', [128, 256, 512])
@@ -447,3 +449,27 @@ def test_documented_sample_flags_build_the_converters_generator(tmp_path, resolu
         f'{SAMPLE_FLAGS} --G_weights {path} --resolution {resolution}'.split())
     assert_builds_exactly(BigGANdeep.Generator, config, deep.get_config(resolution))
     assert config['model'] == 'BigGANdeep'
+
+
+def test_sample_py_reproduces_the_converters_sheet(module128, tmp_path, monkeypatch):
+    """A converted deep G loaded by sample.py with the documented flags (the output BN's eps
+    1e-4 included) draws what the converter drew: its config carries TF's output eps."""
+    needed = {n: module128[n] for n in module128
+              if EMA in n or n.rsplit('/', 1)[-1].split(':')[0] not in deep.EMA_LEAVES}
+    h5_path = str(tmp_path / 'biggan-deep-128.h5')
+    variables.dump_to_hdf5(needed, h5_path)
+    drawn = []
+    draw = converter.generate_samples
+    monkeypatch.setattr(converter, 'generate_samples',
+                        lambda *args, **kwargs: drawn.append(draw(*args, **kwargs)))
+    assert converter.main(['--module_path', h5_path, '--weights_dir', str(tmp_path),
+                           '--samples_dir', str(tmp_path), '--generate_samples',
+                           '--batch_size', '2', '--seed', '5']) == 0
+    import sample
+    config = sample_config.parse_sample_config(
+        f'{SAMPLE_FLAGS} --G_weights {tmp_path / "biggan-deep-128.pth"} --resolution 128 '
+        f'--G_eval_mode --samples_root {tmp_path}'.split())
+    G, _, device = sample.load(config)
+    assert G.output_layer[0].eps == 1e-4
+    images = draw(G, 2, str(tmp_path / 'again.jpg'), seed=5, truncation=1.0, device=str(device))
+    assert torch.equal(images, drawn[0])

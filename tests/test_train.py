@@ -108,6 +108,20 @@ def test_num_iters_counts_across_resumes_and_epochs_stop(tmp_path, hdf5_file):
     assert state['itr'] == 12 and state['epoch'] == 2
 
 
+def test_resume_past_num_iters_says_so_and_trains_nothing(tmp_path, hdf5_file, capsys):
+    config, _ = _run(_hdf5_args(tmp_path, hdf5_file, '--num_iters', '3', '--pbar', 'mine'))
+    log = os.path.join(str(tmp_path / 'logs'), utils.experiment_name(config), 'G_loss.log')
+    before = open(log).read()
+    capsys.readouterr()
+    _, state = _run(_hdf5_args(tmp_path, hdf5_file, '--num_iters', '2', '--resume', '--pbar',
+                               'mine'))
+    out = capsys.readouterr().out
+    assert state['itr'] == 3 and open(log).read() == before
+    assert ('Nothing to train: the checkpoint is at iteration 3, which reaches --num_iters 2 '
+            '(raise --num_iters to train on)') in out
+    assert '3/2' not in out and '150.00%' not in out
+
+
 def test_g_eval_mode_tests_both_generators_in_eval_mode(tmp_path, hdf5_file, monkeypatch):
     """With --G_eval_mode a test sees G and G_ema in eval mode (the original left G_ema in
     train mode unless a save happened in the same iteration), and training goes on in train

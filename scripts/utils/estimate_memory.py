@@ -29,6 +29,7 @@ from torch.utils._pytree import tree_leaves
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+import attention  # noqa: E402
 import bench  # noqa: E402
 import flags  # noqa: E402
 import layers  # noqa: E402
@@ -94,7 +95,7 @@ def estimate(args: argparse.Namespace) -> dict:
     # Fake parameters cannot be moved (they are built where they stay); CUDA's attention.
     with FakeTensorMode(allow_non_fake_inputs=True), \
             mock.patch.object(torch.nn.Module, 'to', lambda self, *a, **k: self), \
-            mock.patch.object(layers, 'attention_explicit', layers.attention_sdpa):
+            mock.patch.object(attention, 'attention_explicit', attention.attention_sdpa):
         models = train.build_models(config, torch.device('cpu'), fast_adam=True)
         G, D = models.G, models.D
         noise = sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'],
