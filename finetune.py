@@ -1,7 +1,8 @@
 """Fine-tuning: a new run that starts from another model's weights (`train.py --finetune_from`).
 
 The source is one of our weights folders, a released checkpoint folder of the original (both
-hold `G.pth` and `D.pth`), or a bare G state_dict file such as a TF-Hub conversion (then D
+hold `G.pth` and `D.pth`), a pretrained folder (config.json + G.safetensors or
+G_ema.safetensors, and D.safetensors when exported with it), or a bare G state_dict file such as a TF-Hub conversion (then D
 starts from its initialization). Every tensor whose key and shape fit is copied. The
 class-dependent tensors, the rows of each class embedding (G's shared embedding, or each
 class-conditional BN's gain and bias embeddings without --G_shared, and D's projection
@@ -20,6 +21,7 @@ import torch
 import torch.nn as nn
 
 import checkpoints
+import pretrained_files
 from safe_pickle import safe_load
 
 Row = Tuple[str, str, str]  # (net.key, action, detail)
@@ -30,9 +32,15 @@ Row = Tuple[str, str, str]  # (net.key, action, detail)
 # ------------------------------------------------------------------------------------------------
 
 def source_states(path: str) -> Tuple[dict, Optional[dict]]:
-    """(G state, D state or None) of --finetune_from: a folder with G.pth (and D.pth), or a
-    G state_dict file."""
+    """(G state, D state or None) of --finetune_from: a folder with G.pth (and D.pth), a
+    pretrained folder, or a G state_dict file."""
     flag = f'--finetune_from {path!r}'
+    if pretrained_files.is_folder(path):
+        # G.safetensors (the trained G, as G.pth of a run) when there, else G_ema.safetensors.
+        have = pretrained_files.present(path)
+        G_name = 'G' if 'G' in have else pretrained_files.pick_generator(path, True)
+        return (pretrained_files.read_weights(have[G_name]),
+                pretrained_files.read_weights(have['D']) if 'D' in have else None)
     if os.path.isdir(path):
         checkpoints.recover_if_abandoned(path)
         G_path, D_path = (os.path.join(path, checkpoints.file_name(stem)) for stem in 'GD')
@@ -53,7 +61,9 @@ def check_source(config: dict) -> None:
     path = config['finetune_from']
     if not path or config['resume']:
         return
-    if os.path.isdir(path):
+    if pretrained_files.is_folder(path):
+        pretrained_files.pick_generator(path, None)  # raises when it holds no G weights
+    elif os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, checkpoints.file_name('G'))):
             source_states(path)  # raises, listing what the folder holds
     elif not os.path.isfile(path):

@@ -246,8 +246,9 @@ NEW_FLAGS = [
     F('unconditional', FLAG, False, 'train without labels: every image is of one class (a '
       'flat --dataset ImageFolder folder is one class anyway)', 'data', tag='uncond'),
     F('finetune_from', str, '', "start a new run from these weights: a weights folder (ours or "
-      "the original's, with G.pth and D.pth) or a G state_dict file; what fits is copied, class "
-      'embeddings are re-initialized (see --class_map)', 'run'),
+      "the original's, with G.pth and D.pth), a pretrained folder (config.json + "
+      "*.safetensors) or a G state_dict file; what fits is copied, class embeddings are "
+      're-initialized (see --class_map)', 'run'),
     F('class_map', str, '', 'with --finetune_from: a JSON list (or object) giving the source '
       'class whose embedding rows each new class keeps', 'run'),
     F('freeze_G', int, 0, 'keep the first N residual blocks of G (next to z) fixed', 'train',
@@ -292,8 +293,9 @@ NEW_FLAGS = [
 
 # sample.py's own additions (README, "Sampling").
 SAMPLE_NEW_FLAGS = [
-    F('G_weights', str, '', 'sample from this bare G state_dict file (e.g. a TF-Hub conversion) '
-      'instead of a weights folder; the flags give the architecture', 'sample'),
+    F('G_weights', str, '', 'sample from this bare G state_dict file (e.g. a TF-Hub conversion; '
+      'the flags give the architecture) or pretrained folder (config.json + *.safetensors; '
+      'its config.json fills the flags not given) instead of a weights folder', 'sample'),
     F('n_classes', int, 0, 'number of classes for --dataset ImageFolder / HDF5 when neither the '
       'data nor a saved config is at hand (0: from those)', 'GD', limits='>= 0'),
     F('truncation', float, None, "truncated normal z: resample every |z| above this threshold "
