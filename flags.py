@@ -276,6 +276,10 @@ NEW_FLAGS = [
       'Inception IS / FID; offline, no weights to download', 'metrics'),
     F('use_prdc', FLAG, False, 'also compute precision / recall (k = 3) and density / coverage '
       '(k = 5) at each test, against the real features of the moments file', 'metrics'),
+    F('use_intra_fid', FLAG, False, 'also compute intra-class FID (the mean over the classes '
+      "sampled of each class's FID against its real moments) at each test; the moments file "
+      'must hold per-class moments (calculate_inception_moments.py --per_class_moments)',
+      'metrics'),
     # Speed (README: Speed and scale)
     F('amp', str, 'none', 'mixed precision (fp16: CUDA only, with loss scaling); SN, BN '
       'statistics, softmax and losses stay float32', 'train',

@@ -146,6 +146,7 @@ def inception_metrics(config: dict, device: torch.device) -> Callable:
         moments_path=config['moments_path'] or None, inception=config['inception'],
         inception_weights=config['inception_weights'] or None, device=device,
         use_kid=config['use_kid'], use_prdc=config['use_prdc'],
+        use_intra_fid=config['use_intra_fid'],
         resolution=config['resolution'], start_up=True)
 
 
@@ -171,6 +172,8 @@ def measure(G: nn.Module, sampler: sampling.NoiseSampler, config: dict, get_metr
     extra = ''
     if 'KID_mean' in record:
         extra += f", KID is {record['KID_mean']:.5f} +/- {record['KID_std']:.5f}"
+    if 'intra_FID' in record:
+        extra += f", intra-class FID is {record['intra_FID']:5.4f}"
     if 'precision' in record:
         extra += ', ' + ', '.join(f'{key} {record[key]:.4f}' for key in
                                   ('precision', 'recall', 'density', 'coverage'))

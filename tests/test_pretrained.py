@@ -184,10 +184,10 @@ def test_the_weights_file_is_a_json_header_and_raw_tensors(run, tmp_path):
 
 def _export(run, out, *extra):
     """scripts/utils/export_pretrained.py's main, in this process."""
-    spec = importlib.util.spec_from_file_location(
+    where = importlib.util.spec_from_file_location(
         'export_pretrained', os.path.join(ROOT, 'scripts', 'utils', 'export_pretrained.py'))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = importlib.util.module_from_spec(where)
+    where.loader.exec_module(script)
     return script.main(['--weights_root', os.path.dirname(run[0]), '--experiment_name', 'tiny',
                         '--out', str(out), *extra])
 
