@@ -2,15 +2,15 @@
 
 The source is one of our weights folders, a released checkpoint folder of the original (both
 hold `G.pth` and `D.pth`), a pretrained folder (config.json + G.safetensors or
-G_ema.safetensors, and D.safetensors when exported with it), or a bare G state_dict file such as a TF-Hub conversion (then D
-starts from its initialization). Every tensor whose key and shape fit is copied. The
-class-dependent tensors, the rows of each class embedding (G's shared embedding, or each
-class-conditional BN's gain and bias embeddings without --G_shared, and D's projection
-embedding), are re-initialized for the new number of classes, or, with `--class_map`, copied
-row by row from the source classes the map names. The optimizers, the EMA, the iteration
-counter and the best scores start afresh; a table says what was copied, mapped,
-re-initialized and ignored. `--freeze_G N` / `--freeze_D N` keep the first N residual blocks
-of G (next to z) or D (next to the image) fixed.
+G_ema.safetensors, and D.safetensors when exported with it), or a bare G state_dict file such as
+a TF-Hub conversion (then D starts from its initialization). Every tensor whose key and shape
+fit is copied. The class-dependent tensors, the rows of each class embedding (G's shared
+embedding, or each class-conditional BN's gain and bias embeddings without --G_shared, and D's
+projection embedding), are re-initialized for the new number of classes, or, with `--class_map`,
+copied row by row from the source classes the map names. The optimizers, the EMA, the iteration
+counter and the best scores start afresh; a table says what was copied, mapped, re-initialized
+and ignored. `--freeze_G N` / `--freeze_D N` keep the first N residual blocks of G (next to z)
+or D (next to the image) fixed.
 """
 import json
 import os

@@ -4,8 +4,9 @@
 config.json holds the model family (`"model": "BigGAN"` or `"BigGANdeep"`) and the keyword
 arguments G was built with, under their flag names where they have one (`G_nl`, not
 `G_activation`), so `Generator(**arguments)` builds the architecture again and the file reads as
-a command line; D's, when D.safetensors is written, under `"D"`. The weights are safetensors files: a JSON header and raw tensor bytes,
-nothing that runs code when read (unlike a pickle). safetensors is an optional dependency.
+a command line; D's, when D.safetensors is written, under `"D"`. The weights are safetensors
+files: a JSON header and raw tensor bytes, nothing that runs code when read (unlike a pickle);
+safetensors is an optional dependency.
 
 This module writes and reads the folder only; `pretrained.from_pretrained` loads any kind of
 source (this folder, a training run's or the original's weights folder, a TF-Hub conversion).
