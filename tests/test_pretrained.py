@@ -10,6 +10,7 @@ import shutil
 import struct
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -279,7 +280,8 @@ def test_the_readme_example_runs_as_written(run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, 'README.md', 'exec'), {'__name__': '__main__'})
     written = re.findall(r"'([^']+\.(?:jpg|png))'", code)
-    assert written
+    assert written, 'the example writes no image'
     from PIL import Image
-    with Image.open(tmp_path / written[0]) as sheet:  # one row of 8 per class, 32 px + padding
-        assert sheet.size == (8 * 34 + 2, N_CLASSES * 34 + 2)
+    with Image.open(tmp_path / written[0]) as sheet:  # a sheet of 32 x 32 images, not blank
+        pixels = np.asarray(sheet.convert('RGB'), np.float32)
+    assert pixels.shape[0] >= 32 and pixels.shape[1] >= 32 and pixels.std() > 1
