@@ -163,7 +163,7 @@ def npz_images(path: str, what: str = '--samples') -> np.ndarray:
 def sample_labels(path: str) -> Optional[np.ndarray]:
     """The class labels of an npz of samples (`y`, sample.py; `arr_1`, ADM), or None (a
     folder, or an npz without them)."""
-    if os.path.isdir(path):
+    if not os.path.isfile(path):
         return None
     with np.load(path) as f:
         key = next((k for k in ('y', 'arr_1') if k in f.files), None)
