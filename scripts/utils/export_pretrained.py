@@ -28,8 +28,8 @@ def export(weights_root: str, experiment_name: str, load_weights: str = '',
            no_ema: bool = False, everything: bool = False, out: str = '') -> str:
     """Write the pretrained folder of one copy of a run; return its path."""
     pretrained_files.require_safetensors()  # before any loading
-    folder = os.path.join(weights_root, experiment_name)
     suffix = load_weights or None
+    folder = checkpoints.checkpoint_folder(weights_root, experiment_name, suffix)
     has_ema = os.path.isfile(os.path.join(folder, checkpoints.file_name('G_ema', suffix)))
     if no_ema and everything:
         raise ValueError('--no_ema and --all: --all writes G_ema, G and D; leave one out')
