@@ -139,7 +139,10 @@ def takes_config(net: str) -> Callable:
     `state_dict['config']`): flags and config entries that are not its arguments are left out,
     --G_nl / --D_nl feed G_activation / D_activation, and the block flags (`use` G_block /
     D_block in flags.py) are bound into the residual block (`G_block` / `D_block`). A key that
-    is neither an argument nor a flag is still a TypeError."""
+    is neither an argument nor a flag is still a TypeError. The model keeps what it was built
+    from as `arguments` (its own keywords and block flags, not skip_init), so that
+    `type(model)(**model.arguments)` builds the same architecture (pretrained_files.py writes
+    them to config.json)."""
     def decorate(init: Callable) -> Callable:
         params = [name for name in inspect.signature(init).parameters if name != 'self']
 
@@ -147,12 +150,15 @@ def takes_config(net: str) -> Callable:
         def wrapper(self, **kwargs):
             owner = type(self).__name__
             args, block_flags = flags.model_arguments(owner, net, params, kwargs)
+            arguments = {key: value for key, value in {**args, **block_flags}.items()
+                         if key != 'skip_init'}
             if block_flags:
                 arg = f'{net}_block'
                 block = layers.get_block(args.get(arg), getattr(layers, f'{net}_BLOCKS'),
                                          self.own_block, arg)
                 args[arg] = bind_block_flags(block, block_flags, flags.rows())
             init(self, **args)
+            self.arguments = arguments
         return wrapper
     return decorate
 

@@ -5,7 +5,9 @@ network over every image of the dataset (any dataset of `datasets.py`, including
 `--dataset ImageFolder --data_root DIR --resolution R`), prints the real data's Inception Score
 and writes an npz with the original's keys `mu` (2048,) and `sigma` (2048, 2048), plus
 `kid_features` (a uniform random subset of the features, for KID and precision / recall) and
-the provenance `inception` (which network), `dataset`, `resolution` and `num_images`. Unlike
+the provenance `inception` (which network), `dataset`, `resolution` and `num_images`; with
+`--per_class_moments` each class's moments too (`class_mu`, `class_sigma`, `class_count`), for
+intra-class FID. Unlike
 the original it streams: only float64 sums of the features and of their outer products are
 kept, never all activations. Under torchrun every process takes its
 share of the images and the sums are added up across processes; rank 0 writes the file.
@@ -13,6 +15,7 @@ Entry points: `accumulate_statistics` (the core, on any iterable of (images, lab
 `run(config)`, `main()`.
 """
 import argparse
+import collections
 import os
 import sys
 from typing import Iterable, List, Optional, Tuple
@@ -61,6 +64,11 @@ def prepare_parser() -> argparse.ArgumentParser:
     parser.add_argument('--moments_path', default=None,
                         help='output npz (default: <dataset without _hdf5>_inception_moments.npz '
                              'in the current folder, the original\'s name)')
+    parser.add_argument('--per_class_moments', action='store_true',
+                        help='also store each class\'s moments (class_mu C x D, class_sigma '
+                             'C x D x D float32, class_count C), for intra-class FID; needs C x '
+                             'D x D float64 sums in memory (33.6 MB a class for the 2048 '
+                             'Inception features)')
     parser.add_argument('--num_kid_features', type=int, default=10000,
                         help='features kept (a uniform random subset) for KID; 0 keeps none '
                              '(default: %(default)s, 80 MB)')
@@ -95,10 +103,60 @@ class _Reservoir:
         return self.rows[:min(self.seen, self.size)]
 
 
+class _ClassSums:
+    """Per-class float64 sums of features and of their outer products, streamed."""
+
+    LIMIT = 64 * 2 ** 30  # bytes of sums: past this, say so rather than swap
+
+    def __init__(self) -> None:
+        self.count, self.total, self.outer = None, None, None
+
+    def _grow(self, n_classes: int, like: torch.Tensor) -> None:
+        dim = like.shape[1]
+        have = 0 if self.count is None else len(self.count)
+        if n_classes <= have:
+            return
+        need = n_classes * dim * dim * 8
+        if need > self.LIMIT:
+            raise ValueError(f'--per_class_moments: {n_classes} classes of {dim} features need '
+                             f'{need / 2 ** 30:.1f} GiB of sums in memory, more than '
+                             f'{self.LIMIT // 2 ** 30} GiB')
+        extra = n_classes - have
+        parts = [(self.count, like.new_zeros(extra)),
+                 (self.total, like.new_zeros(extra, dim)),
+                 (self.outer, like.new_zeros(extra, dim, dim))]
+        self.count, self.total, self.outer = (new if old is None else torch.cat([old, new])
+                                              for old, new in parts)
+
+    def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if labels is None:
+            raise ValueError('--per_class_moments needs labelled data')
+        labels = torch.as_tensor(labels).reshape(-1).to(features.device).long()
+        self._grow(int(labels.max()) + 1, features)
+        for c in torch.unique(labels).tolist():
+            rows = features[labels == c]
+            self.count[c] += len(rows)
+            self.total[c] += rows.sum(0)
+            self.outer[c] += rows.t() @ rows
+
+    def moments(self) -> dict:
+        """class_mu, class_sigma (float32), class_count, summed over processes."""
+        n_classes = int(all_gather_rows(torch.tensor([[len(self.count)]], device=self.count
+                                                     .device)).max())
+        self._grow(n_classes, self.total)
+        count, total, outer = (all_reduce_sum(x) for x in (self.count, self.total, self.outer))
+        n = count[:, None]
+        mu = total / n.clamp(min=1)
+        sigma = (outer - n[:, :, None] * mu[:, :, None] * mu[:, None, :]) / (n[:, :, None] - 1)
+        sigma[count < 2] = float('nan')
+        return {'class_mu': mu.cpu().numpy(), 'class_sigma': sigma.float().cpu().numpy(),
+                'class_count': count.long().cpu().numpy()}
+
+
 def accumulate_statistics(batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], net: nn.Module,
                           device: Device = 'cpu', num_images: Optional[int] = None,
                           num_splits: int = 10, num_kid_features: int = 10000, seed: int = 0,
-                          progress: bool = False) -> dict:
+                          progress: bool = False, per_class: bool = False) -> dict:
     """Stream (images, labels) batches through `net`; return the dataset statistics.
 
     Returns a dict with `mu` (D,) and `sigma` (D, D) (unbiased) in float64, `num_images`,
@@ -106,15 +164,20 @@ def accumulate_statistics(batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], 
     `kid_features` (up to `num_kid_features` rows, float32) and `IS_mean`/`IS_std` (None unless
     `num_images`, this process's image count, is given: the IS splits need it up front).
     Under torch.distributed the sums are added over all processes and every process gets the
-    same result; pass each process's own image count.
+    same result; pass each process's own image count. With `per_class`, also `class_mu`
+    (C x D, float64), `class_sigma` (C x D x D, float32; NaN for a class of fewer than 2
+    images) and `class_count` (C) for the classes 0 .. C - 1 up to the largest label.
     """
     count, total, outer = 0, None, None
+    classes = _ClassSums() if per_class else None
+    labels = collections.deque()  # each batch's labels, until its features come out
     inception_score = (ISAccumulator(num_splits, num_images)
                        if num_images is not None and num_images >= num_splits else None)
     # Each process keeps its share, so the gathered subset has about num_kid_features rows.
     reservoir = _Reservoir(-(-num_kid_features // world_size()), seed + rank())
     sizes = set()  # the image sizes seen (the moments' resolution)
-    images = (sizes.add(batch[0].shape[-1]) or batch[0] for batch in batches)
+    images = (sizes.add(batch[0].shape[-1]) or labels.append(batch[1]) or batch[0]
+              for batch in batches)
     with tqdm(total=num_images, unit='img', disable=not progress, file=sys.stderr) as bar:
         for pool, logits in forward_batches(net, images, device):
             features = pool.double()
@@ -125,6 +188,9 @@ def accumulate_statistics(batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], 
             total += features.sum(0)
             outer += features.t() @ features
             count += len(features)
+            batch_labels = labels.popleft()
+            if classes is not None:
+                classes.add(features, batch_labels)
             if inception_score is not None:
                 inception_score.update(F.softmax(logits.double(), 1))
             reservoir.add(pool.cpu().numpy())
@@ -145,6 +211,8 @@ def accumulate_statistics(batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], 
         for part in inception_score.sums():
             all_reduce_sum(part)
         stats['IS_mean'], stats['IS_std'] = inception_score.score()
+    if classes is not None:
+        stats.update(classes.moments())
     kept = torch.from_numpy(reservoir.result()).to(total.device)
     stats['kid_features'] = all_gather_rows(kept).cpu().numpy()[:num_kid_features]
     return stats
@@ -183,7 +251,8 @@ def run(config: dict) -> dict:
         num_images = None
     stats = accumulate_statistics(loader, net, device, num_images,
                                   num_kid_features=config.get('num_kid_features', 10000),
-                                  seed=config['seed'], progress=rank() == 0)
+                                  seed=config['seed'], progress=rank() == 0,
+                                  per_class=config.get('per_class_moments', False))
     if rank() == 0:
         if stats['IS_mean'] is not None:
             print(f'Training data from dataset {config["dataset"]} has IS of '
@@ -197,6 +266,9 @@ def run(config: dict) -> dict:
                   'resolution': np.int64(stats['resolution'])}
         if len(stats['kid_features']):
             arrays['kid_features'] = stats['kid_features']
+        for key in ('class_mu', 'class_sigma', 'class_count'):
+            if key in stats:
+                arrays[key] = stats[key]
         save_moments(path, **arrays)
         print(f'Saved the Inception moments of {stats["num_images"]} images to {path}')
     return stats

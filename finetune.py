@@ -1,9 +1,11 @@
 """Fine-tuning: a new run that starts from another model's weights (`train.py --finetune_from`).
 
 The source is one of our weights folders, a released checkpoint folder of the original (both
-hold `G.pth` and `D.pth`), or a bare G state_dict file such as a TF-Hub conversion (then D
-starts from its initialization). A folder's saved config (`state_dict.pth`) gives the new run's
-architecture: every architecture flag not given on the command line takes the source's value.
+hold `G.pth` and `D.pth`), a pretrained folder (config.json + G.safetensors or
+G_ema.safetensors, and D.safetensors when exported with it), or a bare G state_dict file such as
+a TF-Hub conversion (then D starts from its initialization). A folder's saved config
+(`state_dict.pth`, or a pretrained folder's config.json) gives the new run's architecture: every
+architecture flag not given on the command line takes the source's value.
 Every tensor is copied; a start that would leave any tensor other than the class rows uncopied
 (the architectures differ) is refused, naming the tensors, unless --finetune_partial. The
 class-dependent tensors, the rows of each class embedding (G's shared embedding, or each
@@ -24,6 +26,7 @@ import torch.nn as nn
 
 import checkpoints
 import flags
+import pretrained_files
 from safe_pickle import safe_load
 
 Row = Tuple[str, str, str]  # (net.key, action, detail)
@@ -34,9 +37,15 @@ Row = Tuple[str, str, str]  # (net.key, action, detail)
 # ------------------------------------------------------------------------------------------------
 
 def source_states(path: str) -> Tuple[dict, Optional[dict]]:
-    """(G state, D state or None) of --finetune_from: a folder with G.pth (and D.pth), or a
-    G state_dict file."""
+    """(G state, D state or None) of --finetune_from: a folder with G.pth (and D.pth), a
+    pretrained folder, or a G state_dict file."""
     flag = f'--finetune_from {path!r}'
+    if pretrained_files.is_folder(path):
+        # G.safetensors (the trained G, as G.pth of a run) when there, else G_ema.safetensors.
+        have = pretrained_files.present(path)
+        G_name = 'G' if 'G' in have else pretrained_files.pick_generator(path, True)
+        return (pretrained_files.read_weights(have[G_name]),
+                pretrained_files.read_weights(have['D']) if 'D' in have else None)
     if os.path.isdir(path):
         checkpoints.recover_if_abandoned(path)
         G_path, D_path = (os.path.join(path, checkpoints.file_name(stem)) for stem in 'GD')
@@ -68,8 +77,13 @@ def architecture_keys() -> Set[str]:
 
 def source_config(path: str) -> Tuple[Optional[dict], str]:
     """(saved config, its file) of a --finetune_from folder with a state_dict.pth (ours or the
-    original's); (None, '') for a bare G file or a folder without one."""
+    original's) or a pretrained folder's config.json (G's arguments and D's, when it has D);
+    (None, '') for a bare G file or a folder without one."""
     folder = os.path.normpath(path)
+    if pretrained_files.is_folder(folder):
+        saved = pretrained_files.read_config(folder)
+        return ({**pretrained_files.model_arguments(saved), **(saved.get('D') or {}),
+                 'model': saved['model']}, os.path.join(folder, pretrained_files.CONFIG))
     if not os.path.isfile(os.path.join(folder, checkpoints.file_name('state_dict'))):
         return None, ''
     state, state_path = checkpoints.read_state(os.path.dirname(folder) or '.',
@@ -102,7 +116,9 @@ def check_source(config: dict) -> None:
     path = config['finetune_from']
     if not path or config['resume']:
         return
-    if os.path.isdir(path):
+    if pretrained_files.is_folder(path):
+        pretrained_files.pick_generator(path, None)  # raises when it holds no G weights
+    elif os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, checkpoints.file_name('G'))):
             source_states(path)  # raises, listing what the folder holds
     elif not os.path.isfile(path):

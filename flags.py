@@ -257,9 +257,10 @@ NEW_FLAGS = [
     F('unconditional', FLAG, False, 'train without labels: every image is of one class (a '
       'flat --dataset ImageFolder folder is one class anyway)', 'data', tag='uncond'),
     F('finetune_from', str, '', "start a new run from these weights: a weights folder (ours or "
-      "the original's, with G.pth and D.pth) or a G state_dict file. A folder's saved config "
-      'gives the architecture flags not given here; every tensor is copied but the class '
-      'embeddings, which are re-initialized (see --class_map, --finetune_partial)', 'run'),
+      "the original's, with G.pth and D.pth), a pretrained folder (config.json + *.safetensors) "
+      "or a G state_dict file. A folder's saved config gives the architecture flags not given "
+      'here; every tensor is copied but the class embeddings, which are re-initialized (see '
+      '--class_map, --finetune_partial)', 'run'),
     F('finetune_partial', FLAG, False, 'with --finetune_from: start even when tensors other than '
       "the class rows cannot be copied (the architectures differ); they start from their "
       'initialization. Without it such a start is refused, naming the tensors', 'run'),
@@ -292,6 +293,10 @@ NEW_FLAGS = [
       'Inception IS / FID; offline, no weights to download', 'metrics'),
     F('use_prdc', FLAG, False, 'also compute precision / recall (k = 3) and density / coverage '
       '(k = 5) at each test, against the real features of the moments file', 'metrics'),
+    F('use_intra_fid', FLAG, False, 'also compute intra-class FID (the mean over the classes '
+      "sampled of each class's FID against its real moments) at each test; the moments file "
+      'must hold per-class moments (calculate_inception_moments.py --per_class_moments)',
+      'metrics'),
     # Speed (README: Speed and scale)
     F('amp', str, 'none', 'mixed precision (fp16: CUDA only, with loss scaling); SN, BN '
       'statistics, softmax and losses stay float32', 'train',
@@ -309,8 +314,9 @@ NEW_FLAGS = [
 
 # sample.py's own additions (README, "Sampling").
 SAMPLE_NEW_FLAGS = [
-    F('G_weights', str, '', 'sample from this bare G state_dict file (e.g. a TF-Hub conversion) '
-      'instead of a weights folder; the flags give the architecture', 'sample'),
+    F('G_weights', str, '', 'sample from this bare G state_dict file (e.g. a TF-Hub conversion; '
+      'the flags give the architecture) or pretrained folder (config.json + *.safetensors; '
+      'its config.json fills the flags not given) instead of a weights folder', 'sample'),
     F('n_classes', int, 0, 'number of classes for --dataset ImageFolder / HDF5 when neither the '
       'data nor a saved config is at hand (0: from those)', 'GD', limits='>= 0'),
     F('truncation', float, None, "truncated normal z: resample every |z| above this threshold "

@@ -6,7 +6,8 @@
   holds rows i N // S up to (i + 1) N // S, every row used: the numbers papers report), and
   'monitor', the original's PyTorch monitor (N // S rows per split, the remainder dropped).
 - Frechet distance: `calculate_frechet_distance` with scipy's exact `sqrtm` (reported numbers) or a
-  fast float64 torch route through symmetric eigendecompositions (monitoring during training).
+  fast float64 torch route through symmetric eigendecompositions (monitoring during training);
+  `intra_class_fid`, its per-class mean against per-class real moments (StudioGAN's iFID).
 - Kernel Inception Distance: `calculate_kid`, the unbiased MMD^2 with the cubic polynomial kernel
   `(x . y / d + 1) ** 3`, averaged over random subsets.
 - `feature_moments`: mean and unbiased covariance in float64.
@@ -16,7 +17,7 @@
 Inputs may be numpy arrays or torch tensors; torch work stays on the tensors' device.
 """
 import sys
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import scipy.linalg
@@ -176,6 +177,33 @@ def calculate_frechet_distance(mu1: Array, sigma1: Array, mu2: Array, sigma2: Ar
     else:
         tr_covmean = float(_trace_sqrt_torch(sigma1, sigma2))
     return float(diff @ diff + torch.trace(sigma1) + torch.trace(sigma2)) - 2.0 * tr_covmean
+
+
+def intra_class_fid(features: Array, labels: Array, class_mu: Array, class_sigma: Array,
+                    method: str = 'scipy') -> Tuple[float, Dict[int, float]]:
+    """Intra-class FID (StudioGAN's iFID): the FID of each class's features against the real
+    moments of that class (`class_mu[c]`, `class_sigma[c]`), averaged over the classes the
+    features hold. Returns (mean, {class: FID}); a ValueError when a class has fewer than two
+    feature rows or no real moments."""
+    labels = torch.as_tensor(np.asarray(labels)).reshape(-1).long()
+    f = _as_float64(features)
+    if len(labels) != len(f):
+        raise ValueError(f'intra-class FID: {len(f)} feature rows but {len(labels)} labels')
+    per_class = {}
+    for c in torch.unique(labels).tolist():
+        rows = f[labels == c]
+        if len(rows) < 2:
+            raise ValueError(f'intra-class FID: class {c} has {len(rows)} image(s); each '
+                             f'class needs at least 2 (sample more images)')
+        if not 0 <= c < len(class_mu) or not np.isfinite(np.asarray(class_sigma[c])).all():
+            raise ValueError(f'intra-class FID: the real per-class moments have no (or too '
+                             f'few images for) class {c}')
+        mu, sigma = feature_moments(rows)
+        per_class[c] = calculate_frechet_distance(mu, sigma, class_mu[c], class_sigma[c],
+                                                  method)
+    if not per_class:
+        raise ValueError('intra-class FID: no features')
+    return float(np.mean(list(per_class.values()))), per_class
 
 
 # --- Kernel Inception Distance ---------------------------------------------------------------

@@ -26,12 +26,12 @@ from tqdm import tqdm
 from distributed import all_gather_rows, rank, world_size
 from inception_metrics import (calculate_frechet_distance, calculate_inception_score,  # noqa: F401
                                calculate_kid, density_coverage, feature_moments,
-                               precision_recall)
+                               intra_class_fid, precision_recall)
 from inception_net import KINDS, build_inception_net, check_kind, load_weights, resolve_weights
 # The moments files and sample formats; their names stay importable from here.
 from metric_inputs import (IMAGE_EXTENSIONS, default_moments_path, load_moments,  # noqa: F401
                            moments_command, npz_images, array_batches, sample_batches,
-                           save_moments)
+                           sample_labels, save_moments)
 
 Device = Union[str, torch.device]  # 'cpu', 'cuda', 'cuda:1' or a torch.device
 
@@ -121,6 +121,14 @@ def real_features(moments: dict, net: nn.Module, device: Device, batch_size: int
                      f'nor reference images (arr_0); remake it with calculate_inception_moments.py')
 
 
+def check_class_moments(moments: dict, path: str, hint: str = '') -> None:
+    """ValueError unless the moments file holds per-class moments (intra-class FID)."""
+    if 'class_mu' not in moments:
+        raise ValueError(f'intra-class FID needs per-class moments, which {path} lacks: make '
+                         f'it with calculate_inception_moments.py --per_class_moments'
+                         + (f' ({hint} --per_class_moments)' if hint else ''))
+
+
 def manifold_metrics(fake: torch.Tensor, real: np.ndarray) -> dict:
     """Precision and recall (k = 3) and density and coverage (k = 5) of fake features against
     real ones (see inception_metrics)."""
@@ -134,17 +142,19 @@ class InceptionMetrics:
     """The original's `get_inception_metrics`, as a callable object (see
     `prepare_inception_metrics`). After each call `last` holds a dict with IS_mean, IS_std,
     FID, KID_mean, KID_std (None unless use_kid), precision, recall, density, coverage (None
-    unless use_prdc) and num_images.
+    unless use_prdc), intra_FID (None unless use_intra_fid: the samples' labels are kept and
+    each class is compared with its real moments) and num_images.
     """
 
     def __init__(self, moments_path: str, no_fid: bool = False, inception: str = 'tf', *,
                  inception_weights: Optional[str] = None, device: Optional[Device] = None,
                  parallel: bool = False, use_kid: bool = False, use_prdc: bool = False,
                  net: Optional[nn.Module] = None, hint: str = '', dataset: Optional[str] = None,
-                 resolution: Optional[int] = None) -> None:
+                 resolution: Optional[int] = None, use_intra_fid: bool = False) -> None:
         self.kind = check_kind(inception)
         self.moments_path = moments_path
         self.no_fid, self.use_kid, self.use_prdc = no_fid, use_kid, use_prdc
+        self.use_intra_fid = use_intra_fid
         self.weights_path, self.parallel = inception_weights, parallel
         self.device = torch.device(device) if device is not None else default_device()
         self.hint, self.dataset, self.resolution = hint, dataset, resolution
@@ -162,7 +172,7 @@ class InceptionMetrics:
         return self._net
 
     def needs_moments(self) -> bool:
-        return not self.no_fid or self.use_kid or self.use_prdc
+        return not self.no_fid or self.use_kid or self.use_prdc or self.use_intra_fid
 
     def real(self) -> np.ndarray:
         """The real features KID and precision / recall compare with: kept once computed (an
@@ -181,6 +191,8 @@ class InceptionMetrics:
                     raise ValueError(f'Inception moments file {self.moments_path} lacks '
                                      f'kid_features, which {flag} needs. Make it with: '
                                      f'{self.hint}')
+            if self.use_intra_fid:
+                check_class_moments(self._reference, self.moments_path, self.hint)
         return self._reference
 
     def __call__(self, sample: Callable[[], Tuple[torch.Tensor, torch.Tensor]],
@@ -198,7 +210,16 @@ class InceptionMetrics:
         say = print if prints and rank() == 0 else (lambda *args: None)
         say('Gathering activations...')
         per_process = -(-num_inception_images // world_size())
-        images = (sample()[0] for _ in itertools.count())
+        labels = []  # of the batches drawn, for intra-class FID
+
+        def draw() -> torch.Tensor:
+            x, y = sample()
+            if self.use_intra_fid:
+                if y is None:
+                    raise ValueError('intra-class FID needs the labels of the samples')
+                labels.append(y.reshape(-1).to(self.device))
+            return x
+        images = (draw() for _ in itertools.count())
         # A bar on a terminal only: minutes of sampling at 50k images, no clutter in log files.
         pool, logits = extract_features(self.net, images, self.device, per_process,
                                         progress=bool(prints and rank() == 0
@@ -217,7 +238,13 @@ class InceptionMetrics:
                                              method='torch' if use_torch else 'scipy')
         self.last = {'IS_mean': is_mean, 'IS_std': is_std, 'FID': fid, 'KID_mean': None,
                      'KID_std': None, 'num_images': len(pool), 'precision': None,
-                     'recall': None, 'density': None, 'coverage': None}
+                     'recall': None, 'density': None, 'coverage': None, 'intra_FID': None}
+        if self.use_intra_fid:
+            reference = self.reference()
+            say('Calculating intra-class FID...')
+            self.last['intra_FID'] = intra_class_fid(
+                pool, all_gather_rows(torch.cat(labels)), reference['class_mu'],
+                reference['class_sigma'], method='torch' if use_torch else 'scipy')[0]
         if self.use_kid or self.use_prdc:
             real = self.real()
             if self.use_kid:
@@ -232,7 +259,8 @@ def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool
                               inception_weights: Optional[str] = None,
                               device: Optional[Device] = None, use_kid: bool = False, *,
                               use_prdc: bool = False, resolution: Optional[int] = None,
-                              start_up: bool = False) -> InceptionMetrics:
+                              start_up: bool = False,
+                              use_intra_fid: bool = False) -> InceptionMetrics:
     """Return `get_inception_metrics(sample, num_inception_images, num_splits=10, prints=True,
     use_torch=True) -> (IS_mean, IS_std, FID)` for `train.py` and `sample.py`.
 
@@ -247,7 +275,7 @@ def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool
     metrics = InceptionMetrics(path, no_fid, kind, inception_weights=inception_weights,
                                device=device, parallel=parallel, use_kid=use_kid,
                                use_prdc=use_prdc, hint=hint, dataset=dataset,
-                               resolution=resolution)
+                               resolution=resolution, use_intra_fid=use_intra_fid)
     if metrics.needs_moments():
         metrics.reference()
     if start_up:
@@ -260,18 +288,31 @@ def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool
 def score_samples(samples: str, moments_path: Optional[str] = None, inception: str = 'tf', *,
                   inception_weights: Optional[str] = None, batch_size: int = 64,
                   num_splits: int = 10, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                  device: Optional[Device] = None, net: Optional[nn.Module] = None) -> dict:
-    """IS (inception_tf13.py's splits), FID (scipy's sqrtm), KID, precision / recall and
-    density / coverage of saved samples (metric_inputs: npz layouts, image folders).
+                  device: Optional[Device] = None, net: Optional[nn.Module] = None,
+                  intra_fid: Optional[bool] = None) -> dict:
+    """IS (inception_tf13.py's splits), FID (scipy's sqrtm), KID, precision / recall,
+    density / coverage and intra-class FID of saved samples (metric_inputs: npz layouts, image
+    folders).
 
     FID is None without a moments file; KID and the manifold metrics are None when the file
-    keeps no real features (`kid_features`, or an ADM batch's images `arr_0`).
+    keeps no real features (`kid_features`, or an ADM batch's images `arr_0`). Intra-class FID
+    (`intra_FID`, over `intra_FID_classes` classes) is computed when the moments hold per-class
+    moments and the samples their labels (`intra_fid` None), always (True: a ValueError when it
+    cannot be), or never (False).
     """
     kind = check_kind(inception)
     if batch_size < 1:
         raise ValueError(f'--batch_size must be at least 1; got {batch_size}')
     device = torch.device(device) if device is not None else default_device()
     moments = load_moments(moments_path, kind) if moments_path is not None else None
+    labels = sample_labels(samples) if intra_fid is not False else None
+    if intra_fid:
+        if moments is None:
+            raise ValueError('--intra_fid needs --moments_path (with per-class moments)')
+        check_class_moments(moments, moments_path)
+        if labels is None:
+            raise ValueError(f'--intra_fid needs the labels of the samples: {samples} has none '
+                             f'(an npz with y or arr_1, as sample.py --sample_npz writes)')
     count, batches = sample_batches(samples, batch_size)
     if count < num_splits:
         raise ValueError(f'--samples {samples}: {count} images are fewer than --num_splits '
@@ -283,7 +324,8 @@ def score_samples(samples: str, moments_path: Optional[str] = None, inception: s
                                                 rule='tf13')
     result = {'IS_mean': is_mean, 'IS_std': is_std, 'FID': None, 'KID_mean': None,
               'KID_std': None, 'precision': None, 'recall': None, 'density': None,
-              'coverage': None, 'num_images': len(pool), 'inception': kind}
+              'coverage': None, 'intra_FID': None, 'intra_FID_classes': None,
+              'num_images': len(pool), 'inception': kind}
     if moments is not None:
         mu, sigma = feature_moments(pool)
         result['FID'] = calculate_frechet_distance(mu, sigma, moments['mu'], moments['sigma'])
@@ -295,6 +337,13 @@ def score_samples(samples: str, moments_path: Optional[str] = None, inception: s
         else:
             print(f'KID, precision / recall skipped: {moments_path} keeps no real features; '
                   f'remake it with calculate_inception_moments.py', file=sys.stderr)
+        if labels is not None and 'class_mu' in moments:
+            if len(labels) != len(pool):
+                raise ValueError(f'--samples {samples}: {len(pool)} images but {len(labels)} '
+                                 f'labels')
+            result['intra_FID'], per_class = intra_class_fid(
+                pool, labels, moments['class_mu'], moments['class_sigma'])
+            result['intra_FID_classes'] = len(per_class)
     return result
 
 
@@ -319,6 +368,10 @@ def prepare_parser() -> argparse.ArgumentParser:
     parser.add_argument('--num_splits', type=int, default=10, help='IS splits')
     parser.add_argument('--kid_subsets', type=int, default=100)
     parser.add_argument('--kid_subset_size', type=int, default=1000)
+    parser.add_argument('--intra_fid', action='store_true', default=None,
+                        help='require intra-class FID (computed anyway when the moments file '
+                             'has per-class moments and the npz labels): an error when it '
+                             'cannot be')
     parser.add_argument('--device', default=None, help='default: cuda if available, else cpu')
     return parser
 
@@ -332,7 +385,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                                inception_weights=args.inception_weights,
                                batch_size=args.batch_size, num_splits=args.num_splits,
                                kid_subsets=args.kid_subsets,
-                               kid_subset_size=args.kid_subset_size, device=args.device)
+                               kid_subset_size=args.kid_subset_size, device=args.device,
+                               intra_fid=args.intra_fid)
     print(json.dumps(result))
 
 

@@ -1,13 +1,15 @@
 """What the metrics read: moments files and saved samples, in the layouts papers use.
 
 - Moments files: ours (`mu`, `sigma`, `kid_features`, and the provenance `inception`,
-  `dataset`, `resolution`, `num_images`), the original's (`mu`, `sigma` of the torchvision
+  `dataset`, `resolution`, `num_images`; per-class `class_mu`, `class_sigma`, `class_count`
+  for intra-class FID), the original's (`mu`, `sigma` of the torchvision
   network, with no `inception` key) and the ADM / guided-diffusion evaluator's reference batches
   (`mu`, `sigma` of TF Inception pool3 features, plus `mu_s`, `sigma_s` and the reference images
   `arr_0`). `load_moments` checks them; `save_moments` writes atomically.
 - Samples: an npz with images under `x` (sample.py) or `arr_0` (ADM) and optional labels under
   `y` or `arr_1`; uint8 N x 3 x H x W or N x H x W x 3, or float in [-1, 1] or [0, 1]; or a
-  folder of image files. `sample_batches` yields uint8 or [-1, 1] float batches, N x 3 x H x W.
+  folder of image files. `sample_batches` yields uint8 or [-1, 1] float batches, N x 3 x H x W;
+  `sample_labels` reads the labels.
 """
 import os
 import warnings
@@ -96,6 +98,13 @@ def load_moments(path: str, kind: Optional[str] = None, need_kid: bool = False,
     moments = {'mu': mu, 'sigma': sigma, 'inception': network}
     if 'kid_features' in stored:
         moments['kid_features'] = np.asarray(stored['kid_features'], np.float32)
+    if 'class_mu' in stored and 'class_sigma' in stored:  # --per_class_moments
+        moments['class_mu'] = np.asarray(stored['class_mu'], np.float64)
+        moments['class_sigma'] = stored['class_sigma']
+        if moments['class_sigma'].shape != (len(moments['class_mu']), len(mu), len(mu)):
+            raise ValueError(f"Inception moments file {path}: class_mu "
+                             f"{moments['class_mu'].shape} and class_sigma "
+                             f"{moments['class_sigma'].shape} must be C x D and C x D x D")
     if has_images:
         moments['reference_images'] = path
     dataset = None if dataset is None else dataset_stem(dataset)
@@ -149,6 +158,16 @@ def npz_images(path: str, what: str = '--samples') -> np.ndarray:
                              f'{", ".join(f.files) or "nothing"})')
         x = f[key]
     return as_images(x, f'{what} {path} key "{key}"')
+
+
+def sample_labels(path: str) -> Optional[np.ndarray]:
+    """The class labels of an npz of samples (`y`, sample.py; `arr_1`, ADM), or None (a
+    folder, or an npz without them)."""
+    if not os.path.isfile(path):
+        return None
+    with np.load(path) as f:
+        key = next((k for k in ('y', 'arr_1') if k in f.files), None)
+        return None if key is None else np.asarray(f[key]).reshape(-1).astype(np.int64)
 
 
 def _folder_images(path: str, batch_size: int) -> Tuple[int, Iterator[torch.Tensor]]:

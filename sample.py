@@ -1,8 +1,9 @@
 """Sample from a trained BigGAN: `python sample.py <training flags> --sample_sheets ...`.
 
 Loads G, or with `--use_ema` G_ema, from a weights folder written by train.py or by the original
-(`<weights_root>/<exp>/G[_ema][_<load_weights>].pth`, strict key check), or a bare G state_dict with
-`--G_weights` (e.g. a TF-Hub conversion). Then, as asked and in the original's order, it writes into
+(`<weights_root>/<exp>/G[_ema][_<load_weights>].pth`, strict key check), a bare G state_dict with
+`--G_weights` (e.g. a TF-Hub conversion), or a pretrained folder (config.json + *.safetensors,
+pretrained_files.py) with `--G_weights`. Then, as asked and in the original's order, it writes into
 `<samples_root>/<exp>/`: `samples.npz`, class sheets `<folder>/samples<i>.jpg`, interpolation sheets
 `<folder>/interp{ZY,Z,Y}0.jpg`, `random_samples.jpg`, and IS/FID once or over a truncation sweep
 (`trunc_curves.jsonl`, `trunc_curves.png`). Runs on the CPU without a GPU.
@@ -26,6 +27,7 @@ import checkpoints
 import distributed
 import layers
 import loggers
+import pretrained_files
 import sample_config
 import sampling
 import train_fns
@@ -42,6 +44,17 @@ NPZ, SHEETS, INTERPS, RANDOM, METRICS, STANDING = range(6)
 def load_generator(config: dict, device: torch.device) -> Tuple[nn.Module, dict]:
     """Build G from the flags and load the weights asked for. Returns (G, saved state); the
     state holds at least `itr` (0 for a --G_weights file)."""
+    if config['G_weights'] and pretrained_files.is_folder(config['G_weights']):
+        # config.json builds G; --use_ema picks G_ema.safetensors, else G.safetensors (or
+        # G_ema.safetensors when that is all the folder holds).
+        folder = config['G_weights']
+        ema = True if config['use_ema'] else (
+            None if 'G' not in pretrained_files.present(folder) else False)
+        G = pretrained_files.load(folder, ema)
+        print(f'Number of params in G: {utils.count_parameters(G)}; loaded '
+              f'{pretrained_files.weights_file(pretrained_files.pick_generator(folder, ema))} '
+              f'from {folder}')
+        return G.to(device), {'itr': 0}
     G = utils.model_module(config).Generator(**config)
     print(f'Number of params in G: {utils.count_parameters(G)}')
     if config['G_weights']:
@@ -133,6 +146,7 @@ def inception_metrics(config: dict, device: torch.device) -> Callable:
         moments_path=config['moments_path'] or None, inception=config['inception'],
         inception_weights=config['inception_weights'] or None, device=device,
         use_kid=config['use_kid'], use_prdc=config['use_prdc'],
+        use_intra_fid=config['use_intra_fid'],
         resolution=config['resolution'], start_up=True)
 
 
@@ -158,6 +172,8 @@ def measure(G: nn.Module, sampler: sampling.NoiseSampler, config: dict, get_metr
     extra = ''
     if 'KID_mean' in record:
         extra += f", KID is {record['KID_mean']:.5f} +/- {record['KID_std']:.5f}"
+    if 'intra_FID' in record:
+        extra += f", intra-class FID is {record['intra_FID']:5.4f}"
     if 'precision' in record:
         extra += ', ' + ', '.join(f'{key} {record[key]:.4f}' for key in
                                   ('precision', 'recall', 'density', 'coverage'))

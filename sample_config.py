@@ -16,6 +16,7 @@ from typing import List, Optional, Set, Tuple
 import checkpoints
 import datasets
 import flags
+import pretrained_files
 import utils
 
 # Never taken from a saved config: the original sample.py's six, and what belongs to this
@@ -69,6 +70,23 @@ def fill_from_saved(config: dict, given: Set[str]) -> Tuple[dict, str]:
     return {**config, **filled, 'experiment_name': name}, path
 
 
+def fill_from_pretrained(config: dict, given: Set[str]) -> dict:
+    """The flags of a --G_weights pretrained folder's config.json (G is built from that file;
+    the flags serve the rest of sample.py). A flag given on the command line that differs from
+    it is a ValueError: the folder's architecture is fixed."""
+    saved = pretrained_files.read_config(config['G_weights'])
+    filled = {key: value for key, value in pretrained_files.model_arguments(saved).items()
+              if key in config}
+    filled['model'] = saved['model']
+    clash = sorted(key for key in given if key in filled and config[key] != filled[key])
+    if clash:
+        shown = ', '.join(f'--{key} {config[key]!r} (config.json: {filled[key]!r})'
+                          for key in clash)
+        raise ValueError(f"{shown}: the architecture of --G_weights {config['G_weights']!r} "
+                         f'is fixed by its config.json; leave those flags out')
+    return {**config, **filled}
+
+
 def check_sample_flags(config: dict) -> None:
     """The sample flags' checks between flags and files (ValueError naming the flag); each
     flag's own choices and limits are checked from its row (utils.validate)."""
@@ -76,9 +94,11 @@ def check_sample_flags(config: dict) -> None:
     if metrics and config['num_inception_images'] < 10:
         raise ValueError(f"--num_inception_images must be >= 10 (the IS splits) for the metrics, "
                          f"got {config['num_inception_images']}")
-    if config['G_weights'] and not os.path.isfile(config['G_weights']):
-        raise ValueError(f"--G_weights {config['G_weights']!r}: no such file (a G state_dict, "
-                         f"e.g. pretrained_weights/biggan-128.pth from TFHub/converter.py)")
+    weights = config['G_weights']
+    if weights and not (os.path.isfile(weights) or pretrained_files.is_folder(weights)):
+        raise ValueError(f"--G_weights {weights!r}: no such file or pretrained folder (a G "
+                         f"state_dict, e.g. pretrained_weights/biggan-128.pth from "
+                         f"TFHub/converter.py, or a folder with config.json)")
 
 
 def parse_trunc_curves(text: str) -> Tuple[float, ...]:
@@ -185,6 +205,9 @@ def parse_sample_config(argv: Optional[List[str]] = None) -> utils.Config:
     saved_from = ''
     if config['config_from_name']:
         config, saved_from = fill_from_saved(config, given)
+    elif config['G_weights'] and pretrained_files.is_folder(config['G_weights']):
+        config = fill_from_pretrained(config, given)
+        saved_from = os.path.join(config['G_weights'], pretrained_files.CONFIG)
     try:
         # sample.py loads G_ema.pth by --use_ema alone, so train.py's note on --use_ema
         # without --ema does not apply here.
@@ -203,7 +226,7 @@ def parse_sample_config(argv: Optional[List[str]] = None) -> utils.Config:
                   G_batch_size=max(config['G_batch_size'], config['batch_size']),
                   skip_init=True)
     if config['G_weights'] and not config['experiment_name']:
-        stem = os.path.splitext(os.path.basename(config['G_weights']))[0]
+        stem = os.path.splitext(os.path.basename(os.path.normpath(config['G_weights'])))[0]
         config['experiment_name'] = stem
     config['amp'] = utils.amp_mode(config)
     return utils.Config(config)

@@ -355,6 +355,7 @@ def prepare_metrics(config: dict, device, last_itr: int):
         moments_path=config['moments_path'] or None, inception=config['inception'],
         inception_weights=config['inception_weights'] or None, device=device,
         use_kid=config['use_kid'], use_prdc=config['use_prdc'],
+        use_intra_fid=config['use_intra_fid'],
         resolution=config['resolution'], start_up=True)
 
 

@@ -355,13 +355,14 @@ def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict,
 
 
 def extra_metrics(get_inception_metrics: Callable) -> Dict[str, float]:
-    """KID and precision / recall / density / coverage of the last metrics call, where
-    computed (--use_kid, --use_prdc), for the JSONL records."""
+    """KID, precision / recall / density / coverage and intra-class FID of the last metrics
+    call, where computed (--use_kid, --use_prdc, --use_intra_fid), for the JSONL records."""
     last = getattr(get_inception_metrics, 'last', None) or {}
     return {key: float(last[key]) for key in EXTRA_METRICS if last.get(key) is not None}
 
 
-EXTRA_METRICS = ('KID_mean', 'KID_std', 'precision', 'recall', 'density', 'coverage')
+EXTRA_METRICS = ('KID_mean', 'KID_std', 'precision', 'recall', 'density', 'coverage',
+                 'intra_FID')
 
 
 def test(models: Models, sampler, state_dict: dict, config: dict, sample: Callable,

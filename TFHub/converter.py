@@ -6,7 +6,8 @@ Per resolution: open the module's variables (`--module_path`: a module folder or
 otherwise `<weights_dir>/biggan-<res>.h5`, downloaded from TF-Hub and dumped first when absent or
 with `--redownload`), map them with `convert_variables` (a pure function of a {TF name: array}
 mapping), load the result with strict=True into `BigGAN.Generator(**get_config(res))`, save
-`<weights_dir>/biggan-<res>.pth` atomically and, with `--generate_samples`, draw
+`<weights_dir>/biggan-<res>.pth` atomically (or, with `--out_format pretrained`, the folder
+`<weights_dir>/biggan-<res>/`: config.json + G_ema.safetensors) and, with `--generate_samples`, draw
 `<samples_dir>/biggan<res>_samples.jpg`.
 
     python TFHub/converter.py -r 128 --module_path biggan-128.h5 --generate_samples
@@ -28,6 +29,7 @@ if __package__ in (None, ''):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import BigGAN  # noqa: E402
+import pretrained_files  # noqa: E402
 from TFHub.biggan_v1 import truncated_z_sample  # noqa: E402
 from TFHub.tf_reader import (BOTTOM, EMA_LEAVES, EMA_SUFFIX, IGNORED_LEAVES,  # noqa: E402,F401
                              TF_EPS, ConversionError, Reader, attention, conv,
@@ -220,8 +222,8 @@ def _deep():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The original converter's flags, plus --module_path, --seed, --tf_output_eps, --model and
-    --truncation."""
+    """The original converter's flags, plus --module_path, --seed, --tf_output_eps, --model,
+    --truncation and --out_format."""
     parser = argparse.ArgumentParser(
         description='Convert the TF-Hub BigGAN generators to BigGAN.Generator state_dicts, and '
                     'the BigGAN-deep ones (--model deep) to BigGANdeep.Generator state_dicts.')
@@ -256,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
                              '(no download)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the sample sheet')
     # The converted generator now always has TF's output BN eps (get_config's G_output_eps).
+    parser.add_argument('--out_format', type=str, default='pth', choices=('pth', 'pretrained'),
+                        help='pth: a G state_dict <weights_dir>/biggan-<res>.pth (the '
+                             "original's); pretrained: a folder <weights_dir>/biggan-<res>/ "
+                             'with config.json and G_ema.safetensors (G.safetensors with '
+                             '--no_ema), for pretrained.from_pretrained and sample.py '
+                             '--G_weights (needs safetensors)')
     parser.add_argument('--tf_output_eps', action='store_true',
                         help='no effect, kept for old command lines: the sheet always uses '
                              "TF's output BN eps 1e-4")
@@ -322,8 +330,13 @@ def convert(resolution: Optional[int], args: argparse.Namespace) -> str:
     build = deep.build_generator if model == 'deep' else build_generator
     G = build(resolution, state_dict)
     suffix = f'-t{args.truncation:g}' if args.truncation not in (None, 1.0) else ''
-    path = os.path.join(args.weights_dir, f'{name}{suffix}.pth')
-    save_state_dict(state_dict, path)
+    if args.out_format == 'pretrained':
+        path = os.path.join(args.weights_dir, f'{name}{suffix}')
+        pretrained_files.save(path, **{'G' if args.no_ema else 'G_ema': G},
+                              source=f'TF-Hub {name}{suffix}')
+    else:
+        path = os.path.join(args.weights_dir, f'{name}{suffix}.pth')
+        save_state_dict(state_dict, path)
     print(f'{name}: saved {path}')
     if args.generate_samples:
         # biggan128_samples.jpg as the original names it; biggan-deep128_samples.jpg likewise.
@@ -343,6 +356,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.module_path is not None and args.redownload:
         parser.error('--redownload fetches the module from TF-Hub; it cannot be combined with '
                      '--module_path')
+    if args.out_format == 'pretrained':
+        try:
+            pretrained_files.require_safetensors()
+        except ValueError as error:
+            parser.error(f'--out_format pretrained: {error}')
     if args.truncation is not None:
         if args.model == 'biggan' or (args.model is None and args.module_path is None):
             parser.error('--truncation picks the BN statistics of a BigGAN-deep module (--model '
