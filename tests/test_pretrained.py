@@ -1,16 +1,13 @@
 """Pretrained folders (config.json + *.safetensors): save_pretrained -> from_pretrained gives the
 same generator for a training run, the original's released folder and a TF-Hub conversion; the
 weights files hold no pickle; sample.py --G_weights, train.py --finetune_from and the export
-command take the folder; the README's "sample from Python" example runs as written."""
+command take the folder. (README's "sample from Python" example runs in tests/test_readme.py.)"""
 import importlib.util
 import json
 import os
-import re
-import shutil
 import struct
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -257,33 +254,3 @@ def test_without_safetensors_one_error_line_names_the_install(run, tmp_path, mon
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: ') and 'pip install safetensors' in err[0]
-
-
-# ------------------------------------------------------------------------------------------------
-# The README example
-# ------------------------------------------------------------------------------------------------
-
-def readme_example() -> str:
-    """The first ```python block of README.md that calls from_pretrained."""
-    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
-        blocks = re.findall(r'^```python\n(.*?)^```', f.read(), flags=re.S | re.M)
-    found = [block for block in blocks if 'from_pretrained' in block]
-    assert found, ('README.md has no ```python block calling from_pretrained: the "sample from '
-                   'Python" example is missing')
-    return found[0]
-
-
-def test_the_readme_example_runs_as_written(run, tmp_path, monkeypatch):
-    code = readme_example()
-    assert len(code.strip().splitlines()) <= 12
-    paths = re.findall(r"from_pretrained\('([^']+)'", code)
-    assert paths, 'the example loads no folder by path'
-    shutil.copytree(run[0], tmp_path / paths[0])  # the tiny run where the example looks
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, 'README.md', 'exec'), {'__name__': '__main__'})
-    written = re.findall(r"'([^']+\.(?:jpg|png))'", code)
-    assert written, 'the example writes no image'
-    from PIL import Image
-    with Image.open(tmp_path / written[0]) as sheet:  # a sheet of 32 x 32 images, not blank
-        pixels = np.asarray(sheet.convert('RGB'), np.float32)
-    assert pixels.shape[0] >= 32 and pixels.shape[1] >= 32 and pixels.std() > 1
