@@ -71,6 +71,24 @@ def test_attention_through_sdpa_on_cuda(dtype, tol):
     assert (fused - exact).abs().max() / exact.abs().max() < tol
 
 
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize('dtype, tol', [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_attention_runs_the_efficient_kernel_on_every_layout(layout, dtype, tol):
+    """BigGAN-128's attention at 64 x 64 on activations as the convolutions leave them (NCHW or
+    channels-last), with only the memory-efficient kernel allowed: it must accept q, k and v
+    (PyTorch raises where no allowed kernel does) and match the explicit softmax."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def activations(channels, size):
+        x = torch.randn(4, channels, size, size, device=CUDA, dtype=dtype)
+        return x.contiguous(memory_format=layout).reshape(4, channels, size * size)
+    theta, phi, g = activations(24, 64), activations(24, 32), activations(96, 32)
+    exact = layers.attention_explicit(theta.double(), phi.double(), g.double())
+    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+        fused = layers.attention_sdpa(theta, phi, g).double()
+    assert (fused - exact).abs().max() / exact.abs().max() < tol
+
+
 @pytest.mark.parametrize('amp', ['bf16', 'fp16'])
 def test_compiled_mixed_precision_step_on_cuda(amp):
     config = utils.parse_config(TINY + ['--amp', amp, '--channels_last', '--compile'])
