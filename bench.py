@@ -274,7 +274,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
             'D_ch': config['D_ch'], 'iters': len(seconds) * log_every, 'log_every': log_every,
             'setup_s': round(setup_s, 2),
             'first_iter_s': round(warmup_seconds[0], 3) if warmup_seconds else None,
-            'warmup_s': round(sum(warmup_seconds), 2), 'warmup': len(warmup_seconds),
+            'warmup_s': round(sum(warmup_seconds), 3), 'warmup': len(warmup_seconds),
             'gflop_per_iter': None, 'gflop_per_image': None, 'torch': torch.__version__}
         # The timing first: the count runs one more eager float32 step, which may not fit.
         if distributed.is_main():
