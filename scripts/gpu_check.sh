@@ -56,8 +56,10 @@ step() {
         printf '{"step": "%s", "rc": null, "seconds": 0, "skipped": "%s s left, needs %s"}\n' \
             "$name" "$(left)" "$min" >> "$JSONL"
     else
-        if [ "${GPU_CHECK_FAIL:-}" = "$name" ]; then
-            set -- "$PY" -c 'import sys; print("Preparing EMA for G"); print("{\"made_to_fail\": 1}")
+        if [ "${GPU_CHECK_FAIL:-}" = "$name" ]; then  # stray output, a figure, an error
+            set -- "$PY" -c 'import json, sys
+print("Preparing EMA for G")
+print(json.dumps({"made_to_fail": 1}))
 sys.exit("error: made to fail (GPU_CHECK_FAIL)")'
         fi
         TORCH_LOGS_OUT="$OUT/logs/$name.torch.log" "$PY" scripts/utils/gpu_step.py \
@@ -83,7 +85,8 @@ if [ "$DRY" = 1 ]; then
     G_CH=8 SAMPLES=2 SAMPLE_BATCH=1
 else
     nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-    # BigGAN-deep-128, bf16, channels-last: about 46 GiB at batch 256 (estimate_memory.py).
+    # BigGAN-deep-128 in bf16, channels-last, batch 256: 42.6 GiB of tensors at the peak
+    # (scripts/utils/estimate_memory.py), more reserved: batch 128 on cards under 64 GB.
     mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
     if [ -n "$mib" ] && [ "${mib%%[!0-9]*}" -lt 64000 ] 2>/dev/null; then DEEP_BATCH=128; fi
 fi
