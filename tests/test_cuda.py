@@ -1,6 +1,7 @@
 """The CUDA paths, where a GPU is present (skipped elsewhere; scripts/gpu_check.sh runs these
-first): the golden vectors, the fused blocks against the original formulation, attention
-through scaled_dot_product_attention, and a compiled, mixed-precision training step."""
+after its benchmarks, with a time limit per test): the golden vectors, the fused blocks
+against the original formulation, attention through scaled_dot_product_attention (the
+memory-efficient kernel on either layout), and a compiled, mixed-precision training step."""
 import copy
 import glob
 import os
