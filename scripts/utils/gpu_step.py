@@ -6,10 +6,10 @@ about it to a file, whatever happens (success, failure, timeout, a signal to thi
 
 The command's stdout and stderr go straight to files (LOGS/NAME.out, LOGS/NAME.err), so what it
 wrote is on disk even when it is killed. At the time limit its process group gets SIGTERM, then
-SIGKILL 10 s later. The line is {"step", "rc", "seconds", "timed_out", ...figures}: the figures
-are the JSON objects the command printed on lines of their own, merged in order (bench.py
-prints its line again once the FLOPs are counted), or with --pytest the outcomes read from
-`pytest -v`'s lines. Nothing else the command prints reaches the JSON file; the last line of
+SIGKILL 10 s later. The line is {"step", "rc", "seconds", "cpu_s", "timed_out", ...figures}:
+the figures are the JSON objects the command printed on lines of their own, merged in order
+(bench.py prints its line again once the FLOPs are counted), or with --pytest the outcomes
+read from `pytest -v`'s lines. Nothing else the command prints reaches the JSON file; the last line of
 stderr comes along as "error" when the command fails. rc follows timeout(1): 124 for the time
 limit, 128 + N for signal N.
 """
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -90,12 +91,13 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def run(command: List[str], timeout: float, out_path: str, err_path: str) -> Dict:
-    """{'rc', 'seconds', 'timed_out'} of `command`; output to the two files."""
+    """{'rc', 'seconds', 'cpu_s', 'timed_out'} of `command` (cpu_s: the CPU seconds of its
+    processes that were waited for, compile workers included); output to the two files."""
     def raise_stopped(signum, frame):
         raise Stopped(signum)
     previous = {sig: signal.signal(sig, raise_stopped)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    start = time.monotonic()
+    start, cpu = time.monotonic(), _children_cpu_s()
     rc, timed_out, process = None, False, None
     with open(out_path, 'w') as out, open(err_path, 'w') as err:
         try:
@@ -117,7 +119,13 @@ def run(command: List[str], timeout: float, out_path: str, err_path: str) -> Dic
                 signal.signal(sig, handler)
     if rc is not None and rc < 0:
         rc = 128 - rc
-    return {'rc': rc, 'seconds': round(time.monotonic() - start, 1), 'timed_out': timed_out}
+    return {'rc': rc, 'seconds': round(time.monotonic() - start, 1),
+            'cpu_s': round(_children_cpu_s() - cpu, 1), 'timed_out': timed_out}
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
