@@ -25,8 +25,11 @@ def attention_sdpa(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> t
     runs a fused kernel that never stores the score matrix (4 GiB for BigGAN-128's 64 x 64
     attention at batch 256 in float32) and accumulates in float32. The query and key widths are
     zero-padded to a multiple of 8, the alignment the fused kernels want (zeros add nothing to
-    the scores)."""
-    q, k, v = (t.transpose(1, 2).unsqueeze(1) for t in (theta, phi, g))
+    the scores). The fused kernels also need unit stride along the channels: the transposes of
+    NCHW activations have stride HW there (without the copies PyTorch falls back to the math
+    kernel, which stores the score matrix); channels-last ones have it already and are not
+    copied."""
+    q, k, v = (t.transpose(1, 2).unsqueeze(1).contiguous() for t in (theta, phi, g))
     pad = -q.shape[-1] % 8
     if pad:
         q, k = F.pad(q, (0, pad)), F.pad(k, (0, pad))

@@ -8,17 +8,22 @@ Configs: `i128` (launch_BigGAN_bs256x8.sh's model, one accumulation), `deep128`
 (launch_BigGAN_deep.sh's), `c10` (launch_cifar_ema.sh: batch 50, 4 D steps, EMA) and `sample`
 (G_ema of i128 drawing images in eval mode, through sample.py's code). A training iteration is
 what `train.py` runs: the D steps, the G step and the EMA update, through the same code. After a
-warm-up (which compiles, with --compile), the timed iterations run in blocks of --log_every
-(train.py's default, 1, unless given), each ending with the read-back of the losses that
-train.py makes; the median block gives `s_per_iter`. FLOPs come from
-`torch.utils.flop_counter.FlopCounterMode` on one more, eager, iteration (`gflop_per_image`:
-per image of the batch); on GPUs `peak_reserved_gib` (the caching allocator's peak) sits beside
-the peak allocated.
+warm-up (which compiles, with --compile: `first_iter_s` and `warmup_s` say how long it took),
+the timed iterations run in blocks of --log_every (CUDA: 5, CPU and --baseline: 1, train.py's
+default, unless given), each ending with the read-back of the losses that train.py makes; the
+median block gives `s_per_iter`. The JSON line is printed as soon as the timing ends; then
+`torch.utils.flop_counter.FlopCounterMode` counts the FLOPs of one more, eager, float32
+iteration and the line is printed again with `tflops`, `gflop_per_iter` and `gflop_per_image`
+(per image of the batch) filled in (the last line is the complete one; a failure in the count,
+such as running out of memory, cannot lose the timing; --no_flops skips the count). On GPUs
+`peak_reserved_gib` (the caching allocator's peak) sits beside the peak allocated.
 
 `--baseline` times the same code with every speed feature off: float32, eager, the models' own
 fused G_D, PyTorch's default Adam, noise copied from pageable memory and the losses read back
 every iteration. Without it, each speed flag defaults per device (CUDA: bf16, channels_last,
-compile; CPU: bf16 where oneDNN runs it natively, channels_last, no compile).
+compile; CPU: bf16 where oneDNN runs it natively, channels_last, no compile). `--ch N` sets
+G_ch and D_ch to N: a quick run of the code path at a small width (scripts/gpu_check.sh
+--dry-run), not a figure of the paper's models.
 """
 import argparse
 import dataclasses
@@ -58,12 +63,12 @@ C10 = ('--num_G_accumulations 1 --num_D_accumulations 1 --num_D_steps 4 --G_lr 2
        '--D_lr 2e-4 --dataset C10 --G_ortho 0.0 --G_attn 0 --D_attn 0 --G_init N02 --D_init N02 '
        '--ema --use_ema --ema_start 1000')
 CONFIGS = {'i128': I128, 'deep128': DEEP128, 'c10': C10, 'sample': I128}
-# Per device: batch size, warm-up iterations, timed iterations.
+# Per device: batch size, warm-up iterations, timed iterations, iterations per read-back.
 DEFAULTS = {
     'cuda': {'batch': {'i128': 256, 'deep128': 256, 'c10': 50, 'sample': 256},
-             'warmup': 5, 'iters': 30},
+             'warmup': 5, 'iters': 30, 'log_every': 5},
     'cpu': {'batch': {'i128': 2, 'deep128': 2, 'c10': 8, 'sample': 8},
-            'warmup': 1, 'iters': 3},
+            'warmup': 1, 'iters': 3, 'log_every': 1},
 }
 
 
@@ -83,8 +88,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         choices=flags.choices_of(flags.rows()['compile_mode']))
     parser.add_argument('--baseline', action='store_true',
                         help='float32 eager with every speed feature off (the original as run)')
+    parser.add_argument('--no_flops', action='store_true',
+                        help='skip the FLOP count (one more eager float32 iteration)')
+    parser.add_argument('--ch', type=int, default=0,
+                        help='G_ch and D_ch (0: the config\'s; smaller: a quick smoke run)')
     args = parser.parse_args(argv)
-    for name in ('batch_size', 'iters', 'log_every'):
+    for name in ('batch_size', 'iters', 'log_every', 'ch'):
         if getattr(args, name) < 0:
             parser.error(f'--{name} must be >= 0 (0: the default for the device)')
     if args.baseline and (args.amp not in (None, 'none') or args.channels_last
@@ -115,6 +124,8 @@ def run_config(args: argparse.Namespace, device: torch.device) -> utils.Config:
                                             '--device', str(device),
                                             '--compile_mode', args.compile_mode]
     flags += ['--channels_last'] * channels_last + ['--compile'] * compile_
+    if args.ch:
+        flags += ['--G_ch', str(args.ch), '--D_ch', str(args.ch)]
     return utils.parse_config(flags)
 
 
@@ -183,11 +194,15 @@ def sampling_step(config: dict, device: torch.device, baseline: bool):
 
 
 def time_steps(step: Callable[[], Dict[str, torch.Tensor]], device: torch.device, warmup: int,
-               iters: int, log_every: int) -> List[float]:
-    """Seconds per iteration of each block of `log_every` timed iterations (after the
-    warm-up). A block ends where train.py reads the losses back (which waits for the device)."""
+               iters: int, log_every: int) -> Tuple[List[float], List[float]]:
+    """(blocks, warm-up): seconds per iteration of each block of `log_every` timed iterations,
+    and the seconds of each warm-up iteration (the first compiles, with --compile). A block
+    ends where train.py reads the losses back (which waits for the device)."""
+    warmup_seconds = []
     for _ in range(warmup):
+        start = time.perf_counter()
         [float(v.float().mean()) for v in step().values()]
+        warmup_seconds.append(time.perf_counter() - start)
     synchronize(device)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
@@ -197,7 +212,7 @@ def time_steps(step: Callable[[], Dict[str, torch.Tensor]], device: torch.device
         outputs = [step() for _ in range(log_every)]
         [float(v.float().mean()) for out in outputs for v in out.values()]  # the read-back
         seconds.append((time.perf_counter() - start) / log_every)
-    return seconds
+    return seconds, warmup_seconds
 
 
 def count_flops(eager_step: Callable) -> float:
@@ -235,31 +250,42 @@ def main(argv: Optional[List[str]] = None) -> dict:
         kind = 'cuda' if device.type == 'cuda' else 'cpu'
         warmup = args.warmup if args.warmup >= 0 else DEFAULTS[kind]['warmup']
         iters = args.iters or DEFAULTS[kind]['iters']
-        # train.py's default unless given (--baseline: every iteration, as the original).
-        log_every = 1 if args.baseline else (args.log_every or config['log_every'])
+        # --baseline: every iteration, as the original.
+        log_every = 1 if args.baseline else (args.log_every or DEFAULTS[kind]['log_every'])
         log_every = min(log_every, iters)
         build = sampling_step if args.config == 'sample' else training_step
+        start = time.perf_counter()
         step, eager_step = build(config, device, args.baseline)
-        seconds = time_steps(step, device, warmup, iters, log_every)
+        setup_s = time.perf_counter() - start
+        seconds, warmup_seconds = time_steps(step, device, warmup, iters, log_every)
         memory, reserved = peak_memory_gib(device)
-        flops = count_flops(eager_step) * distributed.world_size()
         s_per_iter = statistics.median(seconds)
         batch = config['G_batch_size'] if args.config == 'sample' else config['batch_size']
+        images = batch * distributed.world_size()
         record = {
             'config': args.config, 'device': device_name(device),
-            'images_per_s': round(batch * distributed.world_size() / s_per_iter, 2),
+            'images_per_s': round(images / s_per_iter, 2),
             's_per_iter': round(s_per_iter, 4), 'peak_mem_gib': round(memory, 2),
             'peak_reserved_gib': None if reserved is None else round(reserved, 2),
-            'tflops': round(flops / s_per_iter / 1e12, 3),
-            'batch_size': batch, 'processes': distributed.world_size(),
+            'tflops': None, 'batch_size': batch, 'processes': distributed.world_size(),
             'baseline': args.baseline, 'amp': config['amp'],
             'channels_last': config['channels_last'], 'compile': config['compile'],
-            'iters': len(seconds) * log_every, 'log_every': log_every,
-            'gflop_per_iter': round(flops / 1e9, 2),
-            'gflop_per_image': round(flops / 1e9 / (batch * distributed.world_size()), 2),
-            'torch': torch.__version__}
+            'compile_mode': config['compile_mode'], 'G_ch': config['G_ch'],
+            'D_ch': config['D_ch'], 'iters': len(seconds) * log_every, 'log_every': log_every,
+            'setup_s': round(setup_s, 2),
+            'first_iter_s': round(warmup_seconds[0], 3) if warmup_seconds else None,
+            'warmup_s': round(sum(warmup_seconds), 3), 'warmup': len(warmup_seconds),
+            'gflop_per_iter': None, 'gflop_per_image': None, 'torch': torch.__version__}
+        # The timing first: the count runs one more eager float32 step, which may not fit.
         if distributed.is_main():
             print(json.dumps(record), flush=True)
+        if not args.no_flops:
+            flops = count_flops(eager_step) * distributed.world_size()
+            record.update(tflops=round(flops / s_per_iter / 1e12, 3),
+                          gflop_per_iter=round(flops / 1e9, 2),
+                          gflop_per_image=round(flops / 1e9 / images, 2))
+            if distributed.is_main():
+                print(json.dumps(record), flush=True)
         finished = True
         return record
     finally:

@@ -1,70 +1,131 @@
 #!/usr/bin/env bash
-# Every GPU figure of the project in one run, in about 8 minutes on one H100/H200: the CUDA tests
-# first (golden vectors on CUDA, the fused blocks, attention through SDPA, compiled
-# mixed-precision steps), then bench.py's JSON lines for i128, deep128, c10 and sample, plain
-# float32 eager (--baseline) and the fast paths (bf16 + channels-last + compile; fp16; CUDA
-# graphs for c10), with the CUDA-graph skips counted, a 2-process NCCL run where two GPUs are
-# visible, scripts/utils/estimate_memory.py's i128 figure to set beside the measured peak, and
-# sample.py's wall time, float32 eager against the fast path.
-# Results go to $OUT (default gpu_check/); each step is time-boxed so the whole stays inside
-# BUDGET seconds (default 480).
+# Every GPU figure of the project in one run of about 7 minutes on one H100 or H200, the most
+# valuable first, so that a run cut short still has them: BigGAN-128 training in bf16 +
+# channels-last + compile, its float32 eager baseline (with the FLOP count), G_ema sampling,
+# BigGAN-deep-128 at a batch that fits the card, CIFAR with CUDA graphs, then tests/test_cuda.py
+# (at most TEST_TIMEOUT_S per test), then the baselines of sampling and CIFAR and sample.py end
+# to end, while time is left.
+#
+#   OUT=gpu_out bash scripts/gpu_check.sh   # on the GPU machine
+#   bash scripts/gpu_check.sh --dry-run     # every step on the CPU at tiny sizes, in about a
+#                                           # minute (tests/test_gpu_check.py runs it)
+#
+# Every step appends exactly one JSON line {"step", "rc", "seconds", ...figures} to
+# $OUT/gpu.jsonl, whatever happens to it (scripts/utils/gpu_step.py; rc 124: out of time; a step
+# skipped for want of time says so). Each step's stdout, stderr and torch logs (graph breaks,
+# recompiles, CUDA-graph skips) are in $OUT/logs/STEP.{out,err,torch.log}; weights and samples
+# go to a temporary folder, not $OUT. Environment: PY (default python3), OUT (default
+# gpu_check/; with --dry-run a new temporary folder), BUDGET (seconds for all steps, default
+# 420), TEST_TIMEOUT_S (default 90), GPU_CHECK_FAIL=STEP (that step runs a command that prints
+# and fails instead: how the tests check the failure path).
 set -uo pipefail
-source "$(dirname "$0")/utils/python.sh"  # $PY, from the repository root
-OUT=${OUT:-gpu_check}
-BUDGET=${BUDGET:-480}
-mkdir -p "$OUT"
-start=$(date +%s)
-left() { echo $(( BUDGET - ($(date +%s) - start) )); }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+cd "$(dirname "$0")/.."
+DRY=0
+case "${1:-}" in
+    --dry-run) DRY=1 ;;
+    '') ;;
+    *) echo "error: unknown argument '$1' (the only option is --dry-run)" >&2; exit 2 ;;
+esac
+PY=${PY:-python3}
+BUDGET=${BUDGET:-420}
+export PYTHONUNBUFFERED=1
+export TORCH_LOGS=${TORCH_LOGS:-graph_breaks,recompiles,perf_hints}
+if [ "$DRY" = 1 ]; then OUT=${OUT:-$(mktemp -d)}; else OUT=${OUT:-gpu_check}; fi
+JSONL=$OUT/gpu.jsonl
+mkdir -p "$OUT/logs"
+SCRATCH=$(mktemp -d)  # weights and samples: larger than what may come back from $OUT
+trap 'rm -rf "$SCRATCH"' EXIT
+start=$SECONDS
 
-# 1. Correctness on CUDA.
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_resample.py \
-    tests/test_spectral_norm.py \
-    2>&1 | tail -15 | tee "$OUT/tests.txt"
+left() { echo $(( BUDGET - (SECONDS - start) )); }
+lines() { if [ -f "$JSONL" ]; then wc -l < "$JSONL"; else echo 0; fi; }
 
-# 2. Speed: one JSON line per run (bench.jsonl); warnings and CUDA-graph notes in bench.log.
-bench() {
-    local limit=$(( $(left) < $1 ? $(left) : $1 ))
+# step NAME CAP MIN [gpu_step.py options] -- COMMAND ...: COMMAND for at most CAP seconds and
+# what is left of the budget; skipped (with its line) where fewer than MIN seconds are left.
+# --dry-run: no caps, any time left will do (a loaded CPU is slow, and no step may be lost).
+step() {
+    local name=$1 cap=$2 min=$3 limit before opts=()
+    shift 3
+    while [ "$1" != -- ]; do opts+=("$1"); shift; done
     shift
-    if [ "$limit" -lt 20 ]; then echo "skipped (time): $*" | tee -a "$OUT/bench.log"; return; fi
-    TORCH_LOGS=perf_hints timeout "$limit" "$PY" bench.py "$@" 2>>"$OUT/bench.log" \
-        | tail -n 1 | tee -a "$OUT/bench.jsonl"
+    [ "$DRY" = 1 ] && cap=$BUDGET min=1
+    limit=$(left)
+    [ "$limit" -gt "$cap" ] && limit=$cap
+    before=$(lines)
+    if [ "$limit" -lt "$min" ]; then
+        printf '{"step": "%s", "rc": null, "seconds": 0, "skipped": "%s s left, needs %s"}\n' \
+            "$name" "$(left)" "$min" >> "$JSONL"
+    else
+        if [ "${GPU_CHECK_FAIL:-}" = "$name" ]; then  # stray output, a figure, an error
+            set -- "$PY" -c 'import json, sys
+print("Preparing EMA for G")
+print(json.dumps({"made_to_fail": 1}))
+sys.exit("error: made to fail (GPU_CHECK_FAIL)")'
+        fi
+        TORCH_LOGS_OUT="$OUT/logs/$name.torch.log" "$PY" scripts/utils/gpu_step.py \
+            --jsonl "$JSONL" --logs "$OUT/logs" --step "$name" --timeout "$limit" \
+            ${opts[@]+"${opts[@]}"} -- "$@"
+        local rc=$?
+        if [ "$(lines)" = "$before" ]; then  # gpu_step.py could not run or was killed
+            printf '{"step": "%s", "rc": null, "seconds": null, "error": "%s"}\n' \
+                "$name" "gpu_step.py exited with $rc and wrote no line" >> "$JSONL"
+        fi
+    fi
+    tail -n 1 "$JSONL"  # progress on the console
 }
-bench 60 --config i128 --baseline --iters 10 --warmup 2
-bench 150 --config i128 --iters 20
-bench 60 --config i128 --amp fp16 --no-compile --iters 10
-bench 60 --config deep128 --baseline --iters 10 --warmup 2
-bench 90 --config deep128 --no-compile --iters 10
-bench 45 --config c10 --baseline --iters 20 --warmup 3
-bench 90 --config c10 --compile_mode reduce-overhead --iters 50 --warmup 10
-bench 45 --config sample --baseline --iters 10 --warmup 2
-bench 60 --config sample --iters 20
-echo "CUDA-graph skips: $(grep -c 'skipping cudagraphs' "$OUT/bench.log")" | tee -a "$OUT/bench.log"
 
-# 3. Two processes over NCCL, where two GPUs are visible.
-if [ "$(nvidia-smi -L | wc -l)" -ge 2 ] && [ "$(left)" -gt 60 ]; then
-    timeout "$(left)" "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 bench.py \
-        --config c10 --iters 20 2>>"$OUT/bench.log" | tail -n 1 | tee -a "$OUT/bench.jsonl"
+# Sizes. --dry-run: the same steps on the CPU at a width of 8 and batch 1, eager, one timed
+# iteration and no warm-up (the flags given last win).
+BENCH=("$PY" bench.py)
+TINY=()
+G_CH=96 SAMPLES=2048 SAMPLE_BATCH=256
+DEEP_BATCH=${DEEP_BATCH:-256}
+if [ "$DRY" = 1 ]; then
+    TINY=(--device cpu --ch 8 --batch_size 1 --warmup 0 --iters 1 --no-compile)
+    G_CH=8 SAMPLES=2 SAMPLE_BATCH=1
+else
+    nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+    # BigGAN-deep-128 in bf16, channels-last, batch 256: 42.6 GiB of tensors at the peak
+    # (scripts/utils/estimate_memory.py), more reserved: batch 128 on cards under 64 GB.
+    mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
+    if [ -n "$mib" ] && [ "${mib%%[!0-9]*}" -lt 64000 ] 2>/dev/null; then DEEP_BATCH=128; fi
 fi
-# 4. The fake-tensor memory estimate of the i128 step, beside the measured peaks above.
-if [ "$(left)" -gt 30 ]; then
-    timeout "$(left)" "$PY" scripts/utils/estimate_memory.py --config i128 --batch_size 256 \
-        2>>"$OUT/bench.log" | tail -n 1 | tee -a "$OUT/bench.jsonl"
-fi
-# 5. sample.py end to end (BigGAN 128 G, random weights, 2,048 images): float32 eager, then the
-#    fast path; wall time per command, start-up included.
-if [ "$(left)" -gt 90 ]; then
-    "$PY" -c "import torch, BigGAN; torch.save(BigGAN.Generator(resolution=128, n_classes=1000,
-G_ch=96, G_shared=True, shared_dim=128, hier=True, dim_z=120, G_attn='64').state_dict(),
-'$OUT/g128.pth')"
-    for extra in "" "--amp bf16 --channels_last"; do
-        t0=$(date +%s%N)
-        timeout 60 "$PY" sample.py --resolution 128 --n_classes 1000 --G_ch 96 --G_shared \
-            --shared_dim 128 --hier --dim_z 120 --G_attn 64 --G_eval_mode --pbar none \
-            --G_weights "$OUT/g128.pth" --samples_root "$OUT/samples" --sample_npz \
-            --sample_num_npz 2048 --G_batch_size 256 $extra >>"$OUT/bench.log" 2>&1
-        echo "sample.py ${extra:-float32 eager}: $(( ($(date +%s%N) - t0) / 1000000 )) ms" \
-            | tee -a "$OUT/bench.log"
-    done
-fi
-echo "gpu_check: $(( $(date +%s) - start )) s; results in $OUT/"
+
+step device 60 5 -- "$PY" -c 'import json, torch
+cuda = torch.cuda.is_available()
+p = torch.cuda.get_device_properties(0) if cuda else None
+print(json.dumps({"name": p.name if cuda else "cpu", "gpus": torch.cuda.device_count(),
+                  "memory_gib": round(p.total_memory / 2 ** 30, 1) if cuda else None,
+                  "capability": f"{p.major}.{p.minor}" if cuda else None,
+                  "torch": torch.__version__, "cuda": torch.version.cuda,
+                  "cudnn": torch.backends.cudnn.version() if cuda else None}))'
+# The fast paths time 20 iterations in blocks of 5 (bench.py's CUDA default), after warm-up
+# iterations that compile; their FLOPs are the baselines' (the same eager float32 step).
+step i128_fast 200 60 -- "${BENCH[@]}" --config i128 --warmup 3 --iters 20 --no_flops \
+    ${TINY[@]+"${TINY[@]}"}
+step i128_baseline 90 30 -- "${BENCH[@]}" --config i128 --baseline --warmup 2 --iters 10 \
+    ${TINY[@]+"${TINY[@]}"}
+step sample_fast 120 40 -- "${BENCH[@]}" --config sample --warmup 3 --iters 20 --no_flops \
+    ${TINY[@]+"${TINY[@]}"}
+step deep128_fast 90 30 -- "${BENCH[@]}" --config deep128 --no-compile --batch_size "$DEEP_BATCH" \
+    --warmup 2 --iters 10 --no_flops ${TINY[@]+"${TINY[@]}"}
+step c10_cuda_graphs 150 60 -- "${BENCH[@]}" --config c10 --compile_mode reduce-overhead \
+    --warmup 10 --iters 50 --no_flops ${TINY[@]+"${TINY[@]}"}
+step cuda_tests 400 60 --pytest -- env TEST_TIMEOUT_S="${TEST_TIMEOUT_S:-90}" \
+    "$PY" -m pytest -v -rA -p no:cacheprovider tests/test_cuda.py
+# While time is left: the baselines these speed-ups are measured against, and sample.py.
+step sample_baseline 60 25 -- "${BENCH[@]}" --config sample --baseline --warmup 2 --iters 10 \
+    ${TINY[@]+"${TINY[@]}"}
+step c10_baseline 60 25 -- "${BENCH[@]}" --config c10 --baseline --warmup 3 --iters 20 \
+    ${TINY[@]+"${TINY[@]}"}
+step sample_py_weights 30 15 -- "$PY" -c "import sys, torch, BigGAN
+torch.save(BigGAN.Generator(resolution=128, n_classes=1000, G_ch=int(sys.argv[1]), G_shared=True,
+           shared_dim=128, hier=True, dim_z=120, G_attn='64').state_dict(), sys.argv[2])" \
+    "$G_CH" "$SCRATCH/g128.pth"
+# Wall time with start-up: BigGAN-128 G with random weights, bf16 + channels-last.
+step sample_py 60 30 --note images="$SAMPLES" -- "$PY" sample.py --resolution 128 \
+    --n_classes 1000 --G_ch "$G_CH" --G_shared --shared_dim 128 --hier --dim_z 120 --G_attn 64 \
+    --G_eval_mode --pbar none --G_weights "$SCRATCH/g128.pth" --samples_root "$SCRATCH/samples" \
+    --sample_npz --sample_num_npz "$SAMPLES" --G_batch_size "$SAMPLE_BATCH" --amp bf16 \
+    --channels_last
+echo "gpu_check: $(( SECONDS - start )) s; $(lines) lines in $JSONL"

@@ -1,6 +1,9 @@
-"""Shared test set-up: the repository root on sys.path, deterministic CPU torch."""
+"""Shared test set-up: the repository root on sys.path, deterministic CPU torch, and a time
+limit per test where TEST_TIMEOUT_S is set."""
 import os
+import signal
 import sys
+import threading
 
 import pytest
 import torch
@@ -26,6 +29,27 @@ def _seed_torch():
     # Every test starts from the same RNG state, so failures reproduce.
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _time_limit():
+    """TEST_TIMEOUT_S=N (scripts/gpu_check.sh sets it): a test still running after N seconds
+    fails with a TimeoutError and the next one runs, so one hung test cannot take the rest of
+    the run. Python code is interrupted; a call stuck inside one C function is not."""
+    limit = int(os.environ.get('TEST_TIMEOUT_S') or 0)
+    if limit <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeoutError(f'the test ran over TEST_TIMEOUT_S={limit} s')
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(limit)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def leave_spawned_worker() -> None:

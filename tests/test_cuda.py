@@ -1,6 +1,7 @@
 """The CUDA paths, where a GPU is present (skipped elsewhere; scripts/gpu_check.sh runs these
-first): the golden vectors, the fused blocks against the original formulation, attention
-through scaled_dot_product_attention, and a compiled, mixed-precision training step."""
+after its benchmarks, with a time limit per test): the golden vectors, the fused blocks
+against the original formulation, attention through scaled_dot_product_attention (the
+memory-efficient kernel on either layout), and a compiled, mixed-precision training step."""
 import copy
 import dataclasses
 import glob
@@ -69,6 +70,24 @@ def test_attention_through_sdpa_on_cuda(dtype, tol):
               torch.randn(4, 96, 1024, device=CUDA, dtype=dtype))
     exact = layers.attention_explicit(theta.double(), phi.double(), g.double())
     fused = layers.attention_sdpa(theta, phi, g).double()
+    assert (fused - exact).abs().max() / exact.abs().max() < tol
+
+
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize('dtype, tol', [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_attention_runs_the_efficient_kernel_on_every_layout(layout, dtype, tol):
+    """BigGAN-128's attention at 64 x 64 on activations as the convolutions leave them (NCHW or
+    channels-last), with only the memory-efficient kernel allowed: it must accept q, k and v
+    (PyTorch raises where no allowed kernel does) and match the explicit softmax."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def activations(channels, size):
+        x = torch.randn(4, channels, size, size, device=CUDA, dtype=dtype)
+        return x.contiguous(memory_format=layout).reshape(4, channels, size * size)
+    theta, phi, g = activations(24, 64), activations(24, 32), activations(96, 32)
+    exact = layers.attention_explicit(theta.double(), phi.double(), g.double())
+    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+        fused = layers.attention_sdpa(theta, phi, g).double()
     assert (fused - exact).abs().max() / exact.abs().max() < tol
 
 

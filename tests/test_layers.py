@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import attention
 import layers
 
 
@@ -117,6 +118,32 @@ def test_attention_shapes_and_identity_at_start():
                                                       'g.weight', 'o.weight']
     with pytest.raises(ValueError, match='at least 8 channels'):
         layers.Attention(4, layers.SNConv2d)
+
+
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_attention_hands_the_fused_kernels_unit_channel_strides(layout, monkeypatch):
+    """CUDA's fused attention kernels take q, k and v only with unit stride along the channels
+    (else PyTorch runs the math kernel, which stores the score matrix). Activations in either
+    layout reach scaled_dot_product_attention so, and give the explicit attention's output."""
+    att = layers.Attention(64, layers.SNConv2d).double().eval()  # eval: SN's u stays put
+    att.gamma.data.fill_(1.0)
+    x = torch.randn(2, 64, 8, 8, dtype=torch.float64).contiguous(memory_format=layout)
+    explicit = att(x)  # the CPU runs the explicit form
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        seen.append((q, k, v))
+        return sdpa(q, k, v, **kwargs)
+    monkeypatch.setattr(attention.F, 'scaled_dot_product_attention', spy)
+    monkeypatch.setattr(attention, 'attention_explicit', attention.attention_sdpa)  # CUDA's
+    fused = att(x)
+    assert len(seen) == 1
+    for t in seen[0]:
+        assert t.stride(-1) == 1 and t.is_contiguous(), t.stride()
+        if layout == torch.channels_last:
+            assert t._base is not None  # a view of the activations: nothing was copied
+    assert (fused - explicit).abs().max() < 1e-12
 
 
 def test_ccbn_gain_is_multiplied():
