@@ -96,6 +96,12 @@ def load_moments(path: str, kind: Optional[str] = None, need_kid: bool = False,
     moments = {'mu': mu, 'sigma': sigma, 'inception': network}
     if 'kid_features' in stored:
         moments['kid_features'] = np.asarray(stored['kid_features'], np.float32)
+    for key in ('mu', 'sigma', 'kid_features'):
+        if key in moments and not np.isfinite(moments[key]).all():
+            bad = int(np.size(moments[key]) - np.isfinite(moments[key]).sum())
+            raise ValueError(f'Inception moments file {path}: {key} holds {bad} NaN or '
+                             f'infinite value(s); an FID against it would be NaN. Recompute '
+                             f'it: {hint or moments_command("DATASET", network, path)}')
     if has_images:
         moments['reference_images'] = path
     dataset = None if dataset is None else dataset_stem(dataset)
@@ -142,12 +148,18 @@ def as_images(x: np.ndarray, where: str) -> np.ndarray:
 
 def npz_images(path: str, what: str = '--samples') -> np.ndarray:
     """The images of an npz: key `x` (sample.py) or `arr_0` (ADM, np.savez without names)."""
-    with np.load(path) as f:
-        key = next((k for k in ('x', 'arr_0') if k in f.files), None)
-        if key is None:
-            raise ValueError(f'{what} {path}: no images under "x" or "arr_0" (it has: '
-                             f'{", ".join(f.files) or "nothing"})')
-        x = f[key]
+    try:
+        with np.load(path) as f:
+            key = next((k for k in ('x', 'arr_0') if k in f.files), None)
+            if key is None:
+                raise ValueError(f'{what} {path}: no images under "x" or "arr_0" (it has: '
+                                 f'{", ".join(f.files) or "nothing"})')
+            x = f[key]
+    except ValueError as err:
+        if str(path) in str(err):
+            raise
+        # numpy's own messages (an object array, a damaged zip) name no file.
+        raise ValueError(f'{what} {path}: not a readable npz of images ({err})') from None
     return as_images(x, f'{what} {path} key "{key}"')
 
 
