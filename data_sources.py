@@ -146,7 +146,7 @@ def index_cache_path(root: str, index_dir: str | None = None) -> str:
     INDEX_FALLBACK_DIR.
     """
     real_root = os.path.realpath(root)
-    key = hashlib.sha1(real_root.encode()).hexdigest()[:12]
+    key = hashlib.sha1(os.fsencode(real_root)).hexdigest()[:12]  # any name, UTF-8 or not
     if index_dir is None:
         parent = os.path.dirname(real_root)
         index_dir = parent if os.access(parent, os.W_OK) else INDEX_FALLBACK_DIR
@@ -212,8 +212,8 @@ class ImageFolder(Dataset):
     The (path, label) index is cached in ``index_cache_path(root, index_dir)`` and reused only
     for the same folder when no folder it read (each class folder and every sub-folder) has
     changed since (the original kept it in the working directory and reused it for any folder).
-    ``load_in_mem`` decodes and transforms every image
-    once here, so augmentation is frozen, as in the original.
+    ``load_in_mem`` decodes and transforms every image once here, so augmentation is frozen,
+    as in the original.
     """
 
     def __init__(self, root: str, transform: Callable | None = None,

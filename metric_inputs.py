@@ -149,7 +149,11 @@ def as_images(x: np.ndarray, where: str) -> np.ndarray:
 def npz_images(path: str, what: str = '--samples') -> np.ndarray:
     """The images of an npz: key `x` (sample.py) or `arr_0` (ADM, np.savez without names)."""
     try:
-        with np.load(path) as f:
+        loaded = np.load(path)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy: one bare array
+            raise ValueError(f'{what} {path}: a .npy array, not an npz; save the images with '
+                             f'np.savez(path, x=images)')
+        with loaded as f:
             key = next((k for k in ('x', 'arr_0') if k in f.files), None)
             if key is None:
                 raise ValueError(f'{what} {path}: no images under "x" or "arr_0" (it has: '

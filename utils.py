@@ -222,6 +222,9 @@ def check_experiment_name(name: str, flag: str = '--experiment_name') -> str:
         problem = 'is not a folder name'
     elif '/' in name or (os.altsep and os.altsep in name) or os.sep in name or '\0' in name:
         problem = 'holds a path separator: it must be one folder name under each root'
+    elif any('\udc80' <= char <= '\udcff' for char in name):  # bytes the locale cannot decode
+        problem = ('is not valid UTF-8 (a name made of other bytes): the logs and checkpoints '
+                   'record it as text; rename it in UTF-8')
     elif len(name.encode()) > MAX_NAME_BYTES:
         problem = f'is {len(name.encode())} bytes long; at most {MAX_NAME_BYTES} fit'
     if problem:
