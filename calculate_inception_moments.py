@@ -169,9 +169,9 @@ def run(config: dict) -> dict:
     """Compute and save the moments of `config['dataset']`; returns the statistics."""
     kind = check_kind(config['inception'])
     path = config.get('moments_path') or default_moments_path(config['dataset'])
+    device = _setup_distributed()
     if rank() == 0:  # of runs killed while writing their moments
         atomic.remove_dead_temporaries(os.path.dirname(os.path.abspath(path)))
-    device = _setup_distributed()
     import datasets  # the data layer; imported here so the metrics work without it
     loader = datasets.get_data_loaders(
         config['dataset'], data_root=config['data_root'], augment=config['augment'],

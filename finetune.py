@@ -135,8 +135,10 @@ def read_class_map(path: str, n_classes: int, source_classes: int) -> List[int]:
             raise ValueError(f'{flag}: new class {new} out of range 0 to {n_classes - 1}')
         # bool is an int to Python: JSON's true and false are refused by name.
         if type(old) is not int or not 0 <= old < source_classes:
+            valid = (f"one of the source's 0 to {source_classes - 1}"
+                     if source_classes < sys.maxsize else 'a class number (an integer, 0 or more)')
             raise ValueError(f'{flag}: source class {json.dumps(old)} for class {new} is not '
-                             f"one of the source's 0 to {source_classes - 1}")
+                             f'{valid}')
         mapping[new] = old
     return mapping
 

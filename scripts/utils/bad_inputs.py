@@ -314,9 +314,12 @@ def _interrupted_sample(case: Case, signum) -> tuple:
     _trained(case)
     folder = os.path.join(case.tmp, 'samples', 'run')
     _no_temporaries(case, folder)
-    started = os.path.join(case.tmp, 'samples', 'run')
-    return ('sample.py', case.train_args('--sample_npz', '--sample_num_npz', '2000000'),
-            _signal_when(case, lambda: os.path.isdir(started), signum))
+
+    def wait(process):
+        process.stdout.readline()  # the config sample.py prints once it runs
+        time.sleep(3)  # G loaded, sampling under way
+        process.send_signal(signum)
+    return ('sample.py', case.train_args('--sample_npz', '--sample_num_npz', '2000000'), wait)
 
 
 def _dead_writer_then(case: Case, folder: str, name: str, program: str, args: list) -> tuple:
