@@ -8,6 +8,10 @@ folder and let readers see whole checkpoints.
 - `set_lock(folder, shared)`: held exclusively while a checkpoint's files are renamed into place,
   shared while a reader reads them, so a reader sees the set before the save or after it.
 Files get the permissions the umask gives any new file (`new_file_mode`).
+
+Temporaries are named `.tmp-<PID>-<host>-<name>` (`temp_path`): a later run removes those of
+writers that died on this host (`remove_dead_temporaries`), and never another host's, whose
+PIDs it cannot check on a shared disk.
 """
 import contextlib
 import errno
@@ -80,10 +84,63 @@ def _disk_full(error: BaseException, folder: str) -> bool:
     return False
 
 
+def temp_path(folder: str, name: str) -> str:
+    """The temporary name of `name` in `folder` for this process: `.tmp-<PID>-<host>-<name>`."""
+    return os.path.join(folder, f'{TMP_PREFIX}{os.getpid()}-{socket.gethostname()}-{name}')
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_dead_temporaries(folder: str) -> list:
+    """Remove the temporaries in `folder` (see `temp_path`) whose writer on this host is no
+    longer running, as a killed writer leaves them; return the paths removed. Temporaries of
+    other hosts and of live processes stay (a reused PID keeps one until it, too, is gone)."""
+    mark = f'-{socket.gethostname()}-'
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        pid, sep, rest = entry[len(TMP_PREFIX):].partition('-')
+        if (not entry.startswith(TMP_PREFIX) or not sep or not pid.isdigit()
+                or not f'-{rest}'.startswith(mark) or int(pid) == os.getpid()
+                or _alive(int(pid))):
+            continue
+        path = os.path.join(folder, entry)
+        try:
+            os.remove(path)
+            removed.append(path)
+        except OSError:
+            pass  # gone already, or not ours to remove: left as it was
+    return removed
+
+
+def disk_full_error(error: BaseException, path: str) -> Optional[DiskFullError]:
+    """A DiskFullError naming `path` when `error` came from a full disk or quota, else None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not _disk_full(error, folder):
+        return None
+    cause = ' '.join(str(error).split())  # one line: HDF5's messages hold line breaks
+    if len(cause) > 200:
+        cause = cause[:197] + '...'
+    return DiskFullError(f'the disk is full writing {os.path.basename(path)!r} in {folder!r} '
+                         f'({type(error).__name__}: {cause}); free some space, the files '
+                         f'there before this write are untouched')
+
+
 def write_temp(folder: str, name: str, write) -> str:
     """Write `name`'s content through `write(fileobj)` to a temporary file in `folder` and fsync
     it; return the temporary path. Nothing is left behind on failure."""
-    tmp = os.path.join(folder, f'{TMP_PREFIX}{os.getpid()}-{name}')
+    tmp = temp_path(folder, name)
     try:
         with open(tmp, 'wb') as f:
             write(f)
@@ -91,10 +148,9 @@ def write_temp(folder: str, name: str, write) -> str:
             os.fsync(f.fileno())
     except BaseException as error:
         remove(tmp)
-        if _disk_full(error, folder):
-            raise DiskFullError(f'the disk is full writing {name!r} in {folder!r} '
-                                f'({type(error).__name__}: {error}); free some space, the '
-                                f'files there before this write are untouched') from None
+        full = disk_full_error(error, os.path.join(folder, name))
+        if full is not None:
+            raise full from None
         raise
     return tmp
 

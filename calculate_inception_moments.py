@@ -27,12 +27,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import atomic
 from distributed import all_gather_rows, all_reduce_sum, rank, world_size
 from inception_metrics import ISAccumulator
 from inception_net import KINDS, check_kind
 from inception_utils import Device, forward_batches, load_inception_net
 from metric_inputs import dataset_stem, default_moments_path, save_moments
-from utils import exit_on_user_error
+from utils import exit_on_interrupt, exit_on_user_error
 
 
 def prepare_parser() -> argparse.ArgumentParser:
@@ -237,6 +238,8 @@ def run(config: dict) -> dict:
     kind = check_kind(config['inception'])
     path = config.get('moments_path') or default_moments_path(config['dataset'])
     device = _setup_distributed()
+    if rank() == 0:  # of runs killed while writing their moments
+        atomic.remove_dead_temporaries(os.path.dirname(os.path.abspath(path)))
     import datasets  # the data layer; imported here so the metrics work without it
     loader = datasets.get_data_loaders(
         config['dataset'], data_root=config['data_root'], augment=config['augment'],
@@ -276,7 +279,7 @@ def run(config: dict) -> dict:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Parse the flags and run."""
-    with exit_on_user_error():
+    with exit_on_interrupt('no partial moments file is left'), exit_on_user_error():
         run(vars(prepare_parser().parse_args(argv)))
 
 

@@ -6,7 +6,6 @@ image folders and CIFAR) and an int. ``datasets.py`` picks the class and the tra
 import gzip
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 
@@ -17,14 +16,15 @@ import torchvision
 from PIL import Image
 from torch.utils.data import Dataset
 
-from atomic import new_file_mode
+from atomic import atomic_write
 
 # The original's list plus the TIFF and WebP forms torchvision's folders accept.
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 # Where the index cache goes when the folder beside the data is read-only: the original's
 # default --logs_root, relative to the working directory.
 INDEX_FALLBACK_DIR = 'logs'
-_INDEX_VERSION = 2  # 2: only images that decode are indexed
+# 2: only images that decode are indexed; 3: every folder read is fingerprinted.
+_INDEX_VERSION = 3
 # Largest HDF5 chunk cache per open file (one per DataLoader worker).
 _MAX_CHUNK_CACHE = 256 * 2**20
 
@@ -71,6 +71,23 @@ def find_classes(root: str) -> list[str]:
     return classes
 
 
+def _walk(root: str, classes: list[str]) -> tuple[list[str], list[int], list[str]]:
+    """scan_images plus every folder read (relative to root), for the index's fingerprint."""
+    paths, labels, folders = [], [], []
+    for label, name in enumerate(classes):
+        walked = []
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, name), followlinks=True):
+            dirnames[:] = [d for d in dirnames if not d.startswith('.')]  # prunes the walk
+            walked.append((dirpath, filenames))
+        for dirpath, filenames in sorted(walked):
+            folders.append(os.path.relpath(dirpath, root))
+            for filename in sorted(filenames):
+                if is_image_file(filename) and not filename.startswith('.'):
+                    paths.append(os.path.relpath(os.path.join(dirpath, filename), root))
+                    labels.append(label)
+    return paths, labels, folders
+
+
 def scan_images(root: str, classes: list[str]) -> tuple[list[str], list[int]]:
     """(paths relative to root, labels) of every image under each class folder, in sorted order.
 
@@ -78,17 +95,12 @@ def scan_images(root: str, classes: list[str]) -> tuple[list[str], list[int]]:
     as the original does, so the order (and an HDF5 file made from it) matches the original's.
     Hidden files and folders (``.name``, e.g. macOS's ``._x.jpg``) are skipped.
     """
-    paths, labels = [], []
-    for label, name in enumerate(classes):
-        walked = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, name), followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith('.')]  # prunes the walk
-            walked.append((dirpath, filenames))
-        for dirpath, filenames in sorted(walked):
-            for filename in sorted(filenames):
-                if is_image_file(filename) and not filename.startswith('.'):
-                    paths.append(os.path.relpath(os.path.join(dirpath, filename), root))
-                    labels.append(label)
+    paths, labels, _ = _walk(root, classes)
+    _check_found(root, classes, paths, labels)
+    return paths, labels
+
+
+def _check_found(root: str, classes: list[str], paths: list[str], labels: list[int]) -> None:
     if not paths:
         raise ValueError(f'found 0 images in {root!r} (classes {classes[:5]}...; extensions '
                          f'{", ".join(IMG_EXTENSIONS)})')
@@ -98,7 +110,6 @@ def scan_images(root: str, classes: list[str]) -> tuple[list[str], list[int]]:
         raise ValueError(f'{len(empty)} class folder(s) hold no images: {shown}; a class '
                          f'without images would get a label and never be seen. Remove the '
                          f'folder(s) or add images')
-    return paths, labels
 
 
 def _unreadable(path: str) -> str | None:
@@ -135,48 +146,57 @@ def index_cache_path(root: str, index_dir: str | None = None) -> str:
     INDEX_FALLBACK_DIR.
     """
     real_root = os.path.realpath(root)
-    key = hashlib.sha1(real_root.encode()).hexdigest()[:12]
+    key = hashlib.sha1(os.fsencode(real_root)).hexdigest()[:12]  # any name, UTF-8 or not
     if index_dir is None:
         parent = os.path.dirname(real_root)
         index_dir = parent if os.access(parent, os.W_OK) else INDEX_FALLBACK_DIR
     return os.path.join(index_dir, f'{os.path.basename(real_root)}_{key}_imgs.npz')
 
 
-def _fingerprint(root: str, classes: list[str]) -> np.ndarray:
-    # A folder's mtime changes when entries are added to or removed from it.
-    return np.array([os.stat(os.path.join(root, name)).st_mtime_ns for name in classes],
-                    dtype=np.int64)
+def _fingerprint(root: str, folders: list[str]) -> np.ndarray | None:
+    """Each folder's modification time (ns) and number of entries: adding, removing or renaming
+    anything in a folder changes both or one (the count guards file systems with coarse
+    times). None when a folder is gone."""
+    rows = []
+    try:
+        for folder in folders:
+            path = os.path.join(root, folder)
+            rows.append((os.stat(path).st_mtime_ns, len(os.listdir(path))))
+    except OSError:
+        return None
+    return np.array(rows, dtype=np.int64).reshape(-1, 2)
 
 
 def _load_index(path: str, root: str,
                 classes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached index when it was made for this folder and nothing in any folder it read
+    (the class folders and all their sub-folders) has changed since; else None."""
     try:
         with np.load(path, allow_pickle=False) as cached:
-            if (int(cached['version']) == _INDEX_VERSION
-                    and str(cached['root']) == os.path.realpath(root)
-                    and cached['classes'].tolist() == classes
-                    and np.array_equal(cached['fingerprint'], _fingerprint(root, classes))):
-                return cached['paths'], cached['labels']
+            if (int(cached['version']) != _INDEX_VERSION
+                    or str(cached['root']) != os.path.realpath(root)
+                    or cached['classes'].tolist() != classes):
+                return None
+            folders = [os.fsdecode(f) for f in cached['folders'].tolist()]
+            now = _fingerprint(root, folders)
+            if now is None or not np.array_equal(cached['fingerprint'], now):
+                return None
+            return cached['paths'], cached['labels']
     except (OSError, KeyError, ValueError):
         pass  # unreadable or from another version: rebuilt below
     return None
 
 
-def _save_index(path: str, root: str, classes: list[str], paths: np.ndarray,
-                labels: np.ndarray) -> None:
-    folder, tmp = os.path.dirname(path) or '.', None
+def _save_index(path: str, root: str, classes: list[str], folders: list[str],
+                fingerprint: np.ndarray, paths: np.ndarray, labels: np.ndarray) -> None:
+    folder = os.path.dirname(path) or '.'
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix='.npz.tmp')
-        os.fchmod(fd, new_file_mode())  # shared with other users of the data, not 0600
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, version=_INDEX_VERSION, root=os.path.realpath(root),
-                     classes=np.array(classes), fingerprint=_fingerprint(root, classes),
-                     paths=paths, labels=labels)
-        os.replace(tmp, path)  # readers never see a half-written index
+        atomic_write(path, lambda f: np.savez(  # readers never see a half-written index
+            f, version=_INDEX_VERSION, root=os.path.realpath(root), classes=np.array(classes),
+            folders=np.array([os.fsencode(p) for p in folders]), fingerprint=fingerprint,
+            paths=paths, labels=labels))
     except OSError as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
         warnings.warn(f'could not write the image index cache {path!r} ({err}); the folder '
                       'will be scanned again next time (pass index_dir to choose a place)',
                       stacklevel=2)
@@ -190,9 +210,10 @@ class ImageFolder(Dataset):
     """Images in ``root/<class>/**/<image>``; classes are the sorted sub-folder names.
 
     The (path, label) index is cached in ``index_cache_path(root, index_dir)`` and reused only
-    for the same folder with unchanged class folders (the original kept it in the working
-    directory and reused it for any folder). ``load_in_mem`` decodes and transforms every image
-    once here, so augmentation is frozen, as in the original.
+    for the same folder when no folder it read (each class folder and every sub-folder) has
+    changed since (the original kept it in the working directory and reused it for any folder).
+    ``load_in_mem`` decodes and transforms every image once here, so augmentation is frozen,
+    as in the original.
     """
 
     def __init__(self, root: str, transform: Callable | None = None,
@@ -209,12 +230,16 @@ class ImageFolder(Dataset):
         self.index_path = index_cache_path(root, index_dir)
         index = _load_index(self.index_path, root, self.classes)
         if index is None:
-            paths, labels = scan_images(root, self.classes)
+            paths, labels, folders = _walk(root, self.classes)
+            # Taken before the images are read: a change during the check is seen next time.
+            fingerprint = _fingerprint(root, folders)
+            _check_found(root, self.classes, paths, labels)
             check_images(root, paths)  # once: the index is cached only for readable images
             # Byte strings in one numpy array: 1 byte a character, and no per-item Python
             # objects whose reference counts would copy the list into every worker.
             index = (np.array([os.fsencode(p) for p in paths]), np.array(labels, np.int64))
-            _save_index(self.index_path, root, self.classes, *index)
+            if fingerprint is not None:
+                _save_index(self.index_path, root, self.classes, folders, fingerprint, *index)
         self.paths, self.labels = index  # paths relative to root, as bytes
         self.transform, self.target_transform, self.loader = transform, target_transform, loader
         self.data = None
@@ -222,7 +247,16 @@ class ImageFolder(Dataset):
             self.data = [self._load(i) for i in range(len(self.paths))]
 
     def _load(self, index: int):
-        img = self.loader(os.path.join(self.root, os.fsdecode(self.paths[index])))
+        path = os.path.join(self.root, os.fsdecode(self.paths[index]))
+        try:
+            img = self.loader(path)
+        except (OSError, ValueError):
+            if os.path.exists(path):
+                raise
+            raise FileNotFoundError(
+                f'image file {path!r} is gone: {self.root!r} changed after its index '
+                f'{self.index_path!r} was read. Start again (with --resume) to index the folder '
+                f'afresh; the index is rebuilt when anything in the folder changes') from None
         return self.transform(img) if self.transform is not None else img
 
     def __len__(self) -> int:
@@ -239,10 +273,14 @@ class ImageFolder(Dataset):
 # HDF5 files (make_hdf5.py's layout)
 
 
-def read_hdf5_layout(path: str) -> tuple[int, int, np.ndarray]:
-    """Check that ``path`` holds ``imgs`` uint8 N x 3 x S x S and ``labels`` N integers.
+def read_hdf5_layout(path: str) -> tuple[int, int, np.ndarray, int | None]:
+    """Check that ``path`` holds ``imgs`` uint8 N x 3 x S x S and ``labels`` N integers in
+    ``[0, n_classes)``.
 
-    Returns (N, S, labels). Raises FileNotFoundError or ValueError naming the file and the fault.
+    n_classes is the file's own (``labels.attrs['n_classes']``, which make_hdf5.py writes), or
+    None for a file without it (the original's; see ``implied_classes``).
+    Returns (N, S, labels, n_classes). Raises FileNotFoundError or ValueError naming the file
+    and the fault.
     """
     if os.path.isdir(path):
         raise ValueError(f'{path!r} is a folder: for HDF5 data --data_root names the .hdf5 file')
@@ -268,9 +306,40 @@ def read_hdf5_layout(path: str) -> tuple[int, int, np.ndarray]:
             raise ValueError(f'HDF5 file {path!r}: labels is {labels.dtype} {labels.shape} for '
                              f'{shape[0]} images; {expected}')
         label_array = labels[:].astype(np.int64)
+        declared = labels.attrs.get('n_classes')
     if label_array.min() < 0:
-        raise ValueError(f'HDF5 file {path!r}: negative label {label_array.min()}')
-    return shape[0], shape[2], label_array
+        raise ValueError(f'HDF5 file {path!r}: negative label {label_array.min()}; labels '
+                         f'must lie in [0, number of classes)')
+    top = int(label_array.max())
+    if declared is not None:
+        if (np.ndim(declared) != 0 or not np.issubdtype(np.asarray(declared).dtype, np.integer)
+                or int(declared) < 1):
+            raise ValueError(f'HDF5 file {path!r}: labels.attrs["n_classes"] is {declared!r}, '
+                             f'not a positive integer')
+        if top >= int(declared):
+            count = int((label_array >= int(declared)).sum())
+            raise ValueError(f'HDF5 file {path!r}: {count} label(s) outside [0, {int(declared)})'
+                             f' (the largest is {top}), the range its labels.attrs["n_classes"] '
+                             f'declares; fix the labels or remake the file with make_hdf5.py')
+        return shape[0], shape[2], label_array, int(declared)
+    return shape[0], shape[2], label_array, None
+
+
+def implied_classes(path: str, labels: np.ndarray) -> int:
+    """The number of classes of an HDF5 file that declares none (the original's files): max
+    label + 1, when every class up to it has images. A gap is refused, naming the file: most
+    likely a stray label, which would give the model classes it never sees."""
+    top = int(labels.max())
+    present = np.zeros(top + 1, bool)
+    present[labels] = True
+    if not present.all():
+        missing = np.flatnonzero(~present)
+        shown = ', '.join(str(c) for c in missing[:5]) + (', ...' if len(missing) > 5 else '')
+        raise ValueError(f'HDF5 file {path!r}: labels run to {top} but {len(missing)} of the '
+                         f'{top + 1} classes this implies have no image ({shown}): a stray '
+                         f'label would give the model classes it never sees. Fix the labels, '
+                         f'or declare the classes: labels.attrs["n_classes"] = N (h5py)')
+    return top + 1
 
 
 class ILSVRC_HDF5(Dataset):
@@ -285,7 +354,7 @@ class ILSVRC_HDF5(Dataset):
     def __init__(self, root: str, transform: Callable | None = None,
                  target_transform: Callable | None = None, load_in_mem: bool = False) -> None:
         self.root = root
-        _, self.resolution, self.labels = read_hdf5_layout(root)
+        _, self.resolution, self.labels, self.n_classes = read_hdf5_layout(root)
         self.transform, self.target_transform = transform, target_transform
         with h5py.File(root, 'r') as f:
             self.data = f['imgs'][:] if load_in_mem else None

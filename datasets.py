@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from data_sources import (FMNIST_INSTALL_HINT, FMNIST_SYSTEM_DIR, IMG_EXTENSIONS,  # noqa: F401
                           FashionMNIST, ILSVRC_HDF5, ImageFolder, cifar, find_classes, has_fmnist,
-                          index_cache_path, read_hdf5_layout)
+                          implied_classes, index_cache_path,
+                          read_hdf5_layout)
 from samplers import EpochSampler, MultiEpochSampler  # noqa: F401
 
 # Resolutions with G and D arch tables.
@@ -78,8 +79,8 @@ def dataset_info(dataset: str, data_root: str = 'data', resolution: int | None =
 
     ``ImageFolder``: ``data_root`` is a folder of class sub-folders, whose number gives
     n_classes; ``resolution`` is required. ``HDF5``: ``data_root`` is the file; S and
-    n_classes (max label + 1) come from it. For table names, ``resolution`` may be None or the
-    row's own value. Bad input raises ValueError (FileNotFoundError for a missing path).
+    n_classes (declared, or max label + 1) come from it. For table names, ``resolution`` may be
+    None or the row's own value. Bad input raises ValueError (FileNotFoundError for a missing path).
     """
     if dataset in DATASETS:
         info = DATASETS[dataset]
@@ -96,12 +97,12 @@ def dataset_info(dataset: str, data_root: str = 'data', resolution: int | None =
         return DatasetInfo('ImageFolder', 'folder', '', resolution, n_classes,
                            _sheet_classes(n_classes, resolution))
     if dataset == 'HDF5':
-        _, size, labels = read_hdf5_layout(data_root)
+        _, size, labels, n_classes = read_hdf5_layout(data_root)
+        n_classes = n_classes or implied_classes(data_root, labels)
         check_resolution(size, flag=f'image size of {data_root!r}:')
         if resolution is not None and resolution != size:
             raise ValueError(f'--resolution {resolution} does not match the {size} x {size} '
                              f'images of {data_root!r}')
-        n_classes = int(labels.max()) + 1
         return DatasetInfo('HDF5', 'hdf5', '', size, n_classes, _sheet_classes(n_classes, size))
     raise ValueError(f'unknown --dataset {dataset!r}; valid: {", ".join(DATASET_NAMES)}')
 

@@ -136,16 +136,47 @@ def _state(path: str, flag: str) -> dict:
     return state
 
 
+def _nesting(text: str) -> int:
+    """The deepest nesting of JSON lists and objects in `text` (brackets inside strings do
+    not count), found without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == '\\':
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in '[{':
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ']}':
+            depth -= 1
+    return deepest
+
+
 def read_class_map(path: str, n_classes: int, source_classes: int) -> List[int]:
     """--class_map: a JSON list whose entry i is the source class of new class i (null: none),
     or a JSON object {"new class": source class}. Returns one source class per new class,
     -1 where there is none."""
     flag = f'--class_map {path!r}'
+    valid = ('valid: a list [source class of class 0, ...] or an object '
+             '{"new class": source class}')
     try:
-        with open(path) as f:
-            data = json.load(f)
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+        if _nesting(text) > 1:  # checked before parsing: json recurses once per level
+            raise ValueError(f'{flag}: nested lists or objects; {valid}, of integers or null')
+        data = json.loads(text)
     except OSError as error:
         raise FileNotFoundError(f'{flag}: cannot read it ({error.strerror})') from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f'{flag}: not UTF-8 text ({error.reason} at byte {error.start})') \
+            from None
     except json.JSONDecodeError as error:
         raise ValueError(f'{flag}: not JSON ({error}); valid: a list [source class of class 0, '
                          f'...] or an object {{"new class": source class}}') from None
@@ -167,9 +198,12 @@ def read_class_map(path: str, n_classes: int, source_classes: int) -> List[int]:
             continue
         if not 0 <= new < n_classes:
             raise ValueError(f'{flag}: new class {new} out of range 0 to {n_classes - 1}')
-        if not isinstance(old, int) or not 0 <= old < source_classes:
-            raise ValueError(f'{flag}: source class {old!r} for class {new} is not one of the '
-                             f"source's 0 to {source_classes - 1}")
+        # bool is an int to Python: JSON's true and false are refused by name.
+        if type(old) is not int or not 0 <= old < source_classes:
+            valid = (f"one of the source's 0 to {source_classes - 1}"
+                     if source_classes < sys.maxsize else 'a class number (an integer, 0 or more)')
+            raise ValueError(f'{flag}: source class {json.dumps(old)} for class {new} is not '
+                             f'{valid}')
         mapping[new] = old
     return mapping
 

@@ -378,9 +378,9 @@ def prepare_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Score --samples and print one JSON line."""
-    from utils import exit_on_user_error
+    from utils import exit_on_interrupt, exit_on_user_error
     args = prepare_parser().parse_args(argv)
-    with exit_on_user_error():
+    with exit_on_interrupt('nothing was written'), exit_on_user_error():
         result = score_samples(args.samples, args.moments_path, args.inception,
                                inception_weights=args.inception_weights,
                                batch_size=args.batch_size, num_splits=args.num_splits,

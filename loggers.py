@@ -8,6 +8,7 @@ resume, entries past the checkpoint's iteration are dropped, so a resumed run's 
 it had never stopped.
 """
 import datetime
+import errno
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from typing import Dict, Iterable, Iterator, Optional
 import torch
 
 import distributed
-from atomic import atomic_write_text
+from atomic import atomic_write_text, disk_full_error
 
 
 class MetricsLogger:
@@ -78,20 +79,33 @@ class MyLogger:
             if self.reinitialize and os.path.exists(path):
                 print(f'{path} exists, deleting...')
                 os.remove(path)
-            self.files[name] = open(path, 'a')
+            # Unbuffered appends: a line is on disk or not there at all, and a full disk
+            # fails in log(), naming the file, not later in a flush that names none.
+            self.files[name] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         return self.files[name]
 
     def log(self, itr: int, **kwargs) -> None:
         for name, value in kwargs.items():
-            f = self._file(name)
-            f.write('%d: %s\n' % (itr, self.logstyle % value))
-            f.flush()
+            fd = self._file(name)
+            line = ('%d: %s\n' % (itr, self.logstyle % value)).encode()
+            size = os.fstat(fd).st_size
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, 'short write')
+            except OSError as error:
+                try:
+                    os.ftruncate(fd, size)  # no torn line left behind
+                except OSError:
+                    pass  # the torn line is cut off when the log is opened again
+                path = os.path.join(self.root, f'{name}.log')
+                raise (disk_full_error(error, path)
+                       or OSError(error.errno, f'cannot write the log {path!r}: '
+                                               f'{error.strerror}')) from None
 
     def close(self) -> None:
-        for f in self.files.values():
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
+        for fd in self.files.values():
+            os.fsync(fd)
+            os.close(fd)
         self.files = {}
 
 

@@ -11,16 +11,17 @@ the end, so a crash never leaves a half-written file under the final name.
 """
 import argparse
 import os
-import tempfile
+import shutil
+import sys
 
 import h5py
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from atomic import new_file_mode
+import atomic
 from datasets import check_resolution, dataset_info, get_data_loaders
-from utils import exit_on_user_error
+from utils import exit_on_interrupt, exit_on_user_error
 
 
 def prepare_parser() -> argparse.ArgumentParser:
@@ -62,34 +63,82 @@ def default_output(dataset: str, data_root: str, resolution: int) -> str:
     return os.path.join(data_root, f'ILSVRC{resolution}.hdf5')
 
 
+_UNCLOSABLE = []  # h5py files that failed on a full disk (see _fill)
+
+
+def _check_room(folder: str, path: str, n: int, resolution: int, compression: bool) -> None:
+    """Refuse before writing when the uncompressed file cannot fit in the free space."""
+    if compression:
+        return  # its size is unknown until written
+    need = n * (3 * resolution * resolution + 8)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise atomic.DiskFullError(
+            f'{path!r} needs about {need / 2**20:,.1f} MiB ({n} images of {resolution} x '
+            f'{resolution}) but {folder!r} has {free / 2**20:,.1f} MiB free; free some space, '
+            f'pass --out on a larger disk, or add --compression')
+
+
+def _fill(tmp: str, path: str, loader: DataLoader, resolution: int, chunk: int,
+          compression: bool, n_classes: int | None) -> None:
+    n = len(loader.dataset)
+    f = h5py.File(tmp, 'w')
+    imgs = labels = None
+    try:
+        imgs = f.create_dataset('imgs', shape=(n, 3, resolution, resolution), dtype='uint8',
+                                chunks=(chunk, 3, resolution, resolution),
+                                compression='lzf' if compression else None)
+        labels = f.create_dataset('labels', shape=(n,), dtype='int64', chunks=(chunk,),
+                                  compression='lzf' if compression else None)
+        if n_classes is not None:  # the range readers check the labels against
+            labels.attrs['n_classes'] = n_classes
+        start = 0
+        for x, y in tqdm(loader, desc=f'writing {os.path.basename(path)}', unit='batch'):
+            imgs[start:start + len(x)] = to_uint8(x).numpy()
+            labels[start:start + len(y)] = y.numpy()
+            start += len(x)
+        if start != n:
+            raise RuntimeError(f'the loader gave {start} images for {n} items')
+        f.flush()  # a full disk fails here, while the file is open, or in a write above
+        f.close()
+    except BaseException as error:
+        full = atomic.disk_full_error(error, path) if isinstance(error, Exception) else None
+        if full is None:
+            f.close()
+            raise
+        # HDF5 cannot close a file whose cached chunks it cannot write, and freeing the h5py
+        # objects then crashes the interpreter (exit 139): they are kept alive here, and
+        # main() ends the process without freeing them.
+        _UNCLOSABLE.append((f, imgs, labels, error))  # its traceback holds h5py objects
+        raise full from None
+
+
 def write_hdf5(loader: DataLoader, path: str, resolution: int, chunk_size: int = 500,
-               compression: bool = False) -> None:
-    """Stream ``loader`` (images in [-1, 1], labels) into ``path``, atomically."""
+               compression: bool = False, n_classes: int | None = None) -> None:
+    """Stream ``loader`` (images in [-1, 1], labels) into ``path``, atomically: under a
+    temporary name (atomic.temp_path) renamed at the end; on any failure, Ctrl-C or SIGTERM
+    the temporary is removed. A full disk is a DiskFullError naming ``path``."""
     n = len(loader.dataset)
     chunk = max(1, min(chunk_size, n))  # HDF5 forbids chunks longer than a fixed-size axis
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-    os.fchmod(fd, new_file_mode())  # readable as any file the user makes, not 0600
-    os.close(fd)
+    atomic.remove_dead_temporaries(folder)  # of make_hdf5.py runs killed before this one
+    _check_room(folder, path, n, resolution, compression)
+    tmp = atomic.temp_path(folder, os.path.basename(path))
+    full = None
     try:
-        with h5py.File(tmp, 'w') as f:
-            imgs = f.create_dataset('imgs', shape=(n, 3, resolution, resolution), dtype='uint8',
-                                    chunks=(chunk, 3, resolution, resolution),
-                                    compression='lzf' if compression else None)
-            labels = f.create_dataset('labels', shape=(n,), dtype='int64', chunks=(chunk,),
-                                      compression='lzf' if compression else None)
-            start = 0
-            for x, y in tqdm(loader, desc=f'writing {os.path.basename(path)}', unit='batch'):
-                imgs[start:start + len(x)] = to_uint8(x).numpy()
-                labels[start:start + len(y)] = y.numpy()
-                start += len(x)
-            if start != n:
-                raise RuntimeError(f'the loader gave {start} images for {n} items')
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, atomic.new_file_mode()))
+        _fill(tmp, path, loader, resolution, chunk, compression, n_classes)
         os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
+    except BaseException as error:
+        atomic.remove(tmp)
+        full = error if isinstance(error, atomic.DiskFullError) else \
+            atomic.disk_full_error(error, path)
+        if full is None:
+            raise
+    if full is not None:
+        raise full
+    atomic.fsync_dir(folder)
 
 
 def run(config: dict) -> str:
@@ -109,15 +158,23 @@ def run(config: dict) -> str:
                               shuffle=False, pin_memory=False, drop_last=False,
                               resolution=config['resolution'])[0]
     out = config['out'] or default_output(dataset, config['data_root'], resolution)
-    write_hdf5(loader, out, resolution, config['chunk_size'], config['compression'])
+    write_hdf5(loader, out, resolution, config['chunk_size'], config['compression'],
+               info.n_classes)
     print(f'wrote {len(loader.dataset)} images of {resolution} x {resolution} to {out}')
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run."""
-    with exit_on_user_error():
-        run(vars(prepare_parser().parse_args(argv)))
+    try:
+        with exit_on_interrupt('no partial HDF5 file is left'), exit_on_user_error():
+            run(vars(prepare_parser().parse_args(argv)))
+    except SystemExit as stop:
+        if _UNCLOSABLE:  # the error line is out and the temporary removed (see _fill)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(stop.code if isinstance(stop.code, int) else 2)
+        raise
 
 
 if __name__ == '__main__':

@@ -105,6 +105,12 @@ def load_moments(path: str, kind: Optional[str] = None, need_kid: bool = False,
             raise ValueError(f"Inception moments file {path}: class_mu "
                              f"{moments['class_mu'].shape} and class_sigma "
                              f"{moments['class_sigma'].shape} must be C x D and C x D x D")
+    for key in ('mu', 'sigma', 'kid_features', 'class_mu', 'class_sigma'):
+        if key in moments and not np.isfinite(moments[key]).all():
+            bad = int(np.size(moments[key]) - np.isfinite(moments[key]).sum())
+            raise ValueError(f'Inception moments file {path}: {key} holds {bad} NaN or '
+                             f'infinite value(s); an FID against it would be NaN. Recompute '
+                             f'it: {hint or moments_command("DATASET", network, path)}')
     if has_images:
         moments['reference_images'] = path
     dataset = None if dataset is None else dataset_stem(dataset)
@@ -151,12 +157,22 @@ def as_images(x: np.ndarray, where: str) -> np.ndarray:
 
 def npz_images(path: str, what: str = '--samples') -> np.ndarray:
     """The images of an npz: key `x` (sample.py) or `arr_0` (ADM, np.savez without names)."""
-    with np.load(path) as f:
-        key = next((k for k in ('x', 'arr_0') if k in f.files), None)
-        if key is None:
-            raise ValueError(f'{what} {path}: no images under "x" or "arr_0" (it has: '
-                             f'{", ".join(f.files) or "nothing"})')
-        x = f[key]
+    try:
+        loaded = np.load(path)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy: one bare array
+            raise ValueError(f'{what} {path}: a .npy array, not an npz; save the images with '
+                             f'np.savez(path, x=images)')
+        with loaded as f:
+            key = next((k for k in ('x', 'arr_0') if k in f.files), None)
+            if key is None:
+                raise ValueError(f'{what} {path}: no images under "x" or "arr_0" (it has: '
+                                 f'{", ".join(f.files) or "nothing"})')
+            x = f[key]
+    except ValueError as err:
+        if str(path) in str(err):
+            raise
+        # numpy's own messages (an object array, a damaged zip) name no file.
+        raise ValueError(f'{what} {path}: not a readable npz of images ({err})') from None
     return as_images(x, f'{what} {path} key "{key}"')
 
 

@@ -245,6 +245,8 @@ def write_outputs(G: nn.Module, state: dict, config: dict, device: torch.device,
     name = utils.experiment_name(config)
     folder = os.path.join(config['samples_root'], name)
     os.makedirs(folder, exist_ok=True)  # the original expected it to exist
+    if distributed.is_main():
+        atomic.remove_dead_temporaries(folder)  # of sample.py runs killed while writing
     progress = (None if config['pbar'] == 'none'
                 else functools.partial(loggers.progress, displaytype='eta'))
     out = {}
@@ -332,7 +334,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     share of the npz and of the metrics' images on its own GPU; rank 0 writes every file and
     alone prints. Returns what write_outputs returns."""
     finished = False
-    with utils.exit_on_user_error():
+    with utils.exit_on_interrupt('no partial file is left'), utils.exit_on_user_error():
         config = sample_config.parse_sample_config(argv)
         device = distributed.setup(utils.get_device(config))
         try:

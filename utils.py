@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import os
 import random
+import signal
 import sys
 from typing import Iterator, List, Optional, Sequence, Set
 
@@ -281,6 +282,9 @@ def check_experiment_name(name: str, flag: str = '--experiment_name') -> str:
         problem = 'is not a folder name'
     elif '/' in name or (os.altsep and os.altsep in name) or os.sep in name or '\0' in name:
         problem = 'holds a path separator: it must be one folder name under each root'
+    elif any('\udc80' <= char <= '\udcff' for char in name):  # bytes the locale cannot decode
+        problem = ('is not valid UTF-8 (a name made of other bytes): the logs and checkpoints '
+                   'record it as text; rename it in UTF-8')
     elif len(name.encode()) > MAX_NAME_BYTES:
         problem = f'is {len(name.encode())} bytes long; at most {MAX_NAME_BYTES} fit'
     if problem:
@@ -381,8 +385,59 @@ def exit_on_user_error(kinds: tuple = USER_ERRORS) -> Iterator[None]:
     except kinds as error:
         if os.environ.get(DEBUG_VARIABLE):
             raise
-        print(f'error: {error}', file=sys.stderr)
+        print(f'error: {one_line(error)}', file=sys.stderr)
         sys.exit(2)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of `error`; for one re-raised from a DataLoader worker (torch puts the
+    worker's whole traceback in the message), the worker's own message."""
+    message = str(error)
+    if '\nOriginal Traceback' in message:
+        last = message.rstrip().splitlines()[-1]
+        name, sep, rest = last.partition(': ')
+        message = rest if sep and name.split('.')[-1].isidentifier() else last
+    return message
+
+
+class Terminated(BaseException):
+    """SIGTERM (or another ending signal) arrived: unwinds like Ctrl-C, so `finally` blocks and
+    `except BaseException` clean-ups remove the temporaries of the write under way."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(what: str = 'nothing partial is left') -> Iterator[None]:
+    """Ctrl-C: one `interrupted:` line and exit status 130; SIGTERM: the same line and 143
+    (128 + the signal), after the clean-ups of the code inside have run. DataLoader workers
+    (forked children) keep the default action of SIGTERM, so they end as before."""
+    main_pid = os.getpid()
+
+    def on_signal(signum, frame):
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        print(f'\ninterrupted (Ctrl-C): {what}', file=sys.stderr)
+        sys.exit(130)
+    except Terminated as stop:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        print(f'\ninterrupted ({stop}): {what}', file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # The original's other utils names, kept in compat.py (its UTILS_NAMES).

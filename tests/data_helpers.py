@@ -85,3 +85,16 @@ def write_fmnist(folder: str, images: np.ndarray, labels: np.ndarray) -> str:
             f.write(struct.pack('>IIII', 2051, len(images), 28, 28)
                     + images.astype(np.uint8).tobytes())
     return folder
+
+
+def leave_dead_temporary(folder: str, name: str) -> str:
+    """The temporary that a writer of `name` in `folder` leaves when it is killed: made by a
+    process that has ended by the time this returns. Returns its path."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ('import sys, atomic; path = atomic.temp_path(sys.argv[1], sys.argv[2]); '
+            'open(path, "wb").write(b"partial"); print(path)')
+    result = subprocess.run([sys.executable, '-c', code, folder, name], cwd=root, check=True,
+                            capture_output=True, text=True)
+    return result.stdout.strip()

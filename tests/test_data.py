@@ -140,6 +140,36 @@ def test_index_cache_is_rebuilt_when_a_class_folder_changes(tmp_path):
     assert load_all('ImageFolder', root, resolution=32)[1].tolist() == [0, 1, 1]
 
 
+@pytest.mark.parametrize('change', ['delete', 'add', 'add_folder'])
+def test_index_cache_notices_changes_in_a_class_sub_folder(tmp_path, change):
+    # The deepest folder of the tiny folder: cat/sub/deep/c.png. The class folder 'cat' itself
+    # is not touched, so only a fingerprint of every folder read sees the change.
+    root = make_image_folder(str(tmp_path / 'img'))
+    assert load_all('ImageFolder', root, resolution=32)[1].tolist() == FOLDER_LABELS
+    deep = os.path.join(root, 'cat', 'sub', 'deep')
+    if change == 'delete':
+        os.remove(os.path.join(deep, 'c.png'))
+        expected = [0, 0, 1, 1]
+    elif change == 'add':
+        Image.new('RGB', (9, 9)).save(os.path.join(deep, 'new.png'))
+        expected = [0, 0, 0, 0, 1, 1]
+    else:
+        os.makedirs(os.path.join(deep, 'more'))
+        Image.new('RGB', (9, 9)).save(os.path.join(deep, 'more', 'new.png'))
+        expected = [0, 0, 0, 0, 1, 1]
+    assert load_all('ImageFolder', root, resolution=32)[1].tolist() == expected
+
+
+def test_an_image_gone_mid_run_names_the_file_and_the_index(tmp_path):
+    root = make_image_folder(str(tmp_path / 'img'))
+    dataset = data_sources.ImageFolder(root)
+    os.remove(os.path.join(root, 'cat', 'sub', 'deep', 'c.png'))
+    with pytest.raises(FileNotFoundError) as err:
+        dataset[2]
+    message = str(err.value)
+    assert 'c.png' in message and dataset.index_path in message and '--resume' in message
+
+
 def test_index_cache_falls_back_to_logs_when_the_parent_is_read_only(tmp_path, monkeypatch):
     monkeypatch.setattr(data_sources.os, 'access', lambda path, mode: False)
     path = data_sources.index_cache_path(str(tmp_path / 'img'))
@@ -253,6 +283,36 @@ def test_bad_hdf5_files_name_the_fault(tmp_path, arrays, message):
     with pytest.raises(ValueError, match=message) as err:
         datasets.get_data_loaders('HDF5', path)
     assert 'bad.hdf5' in str(err.value)
+
+
+def _labelled_hdf5(path, labels, n_classes=None):
+    path = _bad_hdf5(path, imgs=np.zeros((len(labels), 3, 32, 32), np.uint8),
+                     labels=np.array(labels, np.int64))
+    if n_classes is not None:
+        with h5py.File(path, 'a') as f:
+            f['labels'].attrs['n_classes'] = n_classes
+    return path
+
+
+def test_a_stray_label_is_refused_naming_the_file(tmp_path):
+    # Labels 0-2 and one 1000: without the check, 1,001 classes, 997 of them never seen.
+    path = _labelled_hdf5(tmp_path / 'stray.hdf5', [0, 1, 2, 1000])
+    with pytest.raises(ValueError, match=r"stray.hdf5'?: labels run to 1000 but 997 of the "
+                                         r'1001 classes'):
+        datasets.dataset_info('HDF5', path)
+    assert datasets.dataset_info('HDF5', _labelled_hdf5(tmp_path / 'ok.hdf5',
+                                                        [0, 1, 2, 2])).n_classes == 3
+
+
+def test_labels_must_lie_in_the_declared_classes(tmp_path):
+    path = _labelled_hdf5(tmp_path / 'declared.hdf5', [0, 1, 2, 1000], n_classes=1000)
+    with pytest.raises(ValueError, match=r'1 label\(s\) outside \[0, 1000\)'):
+        datasets.dataset_info('HDF5', path)
+    with pytest.raises(ValueError, match='outside'):
+        data_sources.ILSVRC_HDF5(path)
+    # Declared classes may have no images (a subset of a larger label set).
+    sparse = _labelled_hdf5(tmp_path / 'sparse.hdf5', [0, 5, 5, 7], n_classes=10)
+    assert datasets.dataset_info('HDF5', sparse).n_classes == 10
 
 
 def test_hdf5_size_must_fit_the_dataset_and_the_arch_tables(tmp_path):

@@ -251,6 +251,22 @@ def test_bad_class_map_names_the_file_and_the_layout(source, tmp_path):
         finetune.read_class_map(str(mapping), 3, 10)
 
 
+@pytest.mark.parametrize('text, match', [
+    ('[1, true]', 'source class true for class 1 is not one of'),
+    ('{"0": false}', 'source class false for class 0'),
+    ('[1, 2.0]', 'source class 2.0 for class 1'),
+    ('[1, "2"]', 'source class "2" for class 1'),
+    ('{"0": [1]}', 'nested lists or objects'),
+    ('[' * 5000 + ']' * 5000, 'nested lists or objects'),  # json would recurse 5,000 deep
+    ('["[[", 1]', 'source class "\\[\\[" for class 0'),  # brackets in a string are no nesting
+])
+def test_class_map_entries_must_be_plain_integers(tmp_path, text, match):
+    mapping = tmp_path / 'map.json'
+    mapping.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        finetune.read_class_map(str(mapping), 3, 10)
+
+
 # --- unconditional training --------------------------------------------------------------------
 
 def test_a_flat_folder_trains_one_class_and_samples(tmp_path):

@@ -68,6 +68,8 @@ TF = {'inception': np.array('tf')}
      'made with --inception torchvision'),
     # The original's files have no network key: torchvision features, refused under tf.
     ({'mu': np.zeros(3), 'sigma': np.eye(3)}, 'has no "inception" key: it is the original'),
+    ({'mu': np.array([0, np.nan, 0]), 'sigma': np.eye(3), **TF}, 'mu holds 1 NaN or infinite'),
+    ({'mu': np.zeros(3), 'sigma': np.full((3, 3), np.inf), **TF}, 'sigma holds 9 NaN'),
 ])
 def test_bad_moments_files_are_explained(tmp_path, arrays, match):
     save_moments(str(tmp_path / 'm.npz'), **arrays)

@@ -1,4 +1,5 @@
 """make_hdf5.py: the original's file layout, exact values, rounding, atomic writes, its CLI."""
+import errno
 import os
 import subprocess
 import sys
@@ -7,11 +8,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import atomic
 import datasets
 import make_hdf5
 from conftest import ROOT
-from data_helpers import FOLDER_LABELS, make_image_folder, make_solid_folder
+from data_helpers import (FOLDER_LABELS, leave_dead_temporary, make_image_folder,
+                          make_solid_folder)
 
 
 def config(**overrides):
@@ -177,3 +181,72 @@ def test_prepare_data_refuses_a_flag_neither_program_takes(tmp_path):
         "error: '--inception_weight' is a flag of none of make_hdf5.py, "
         'calculate_inception_moments.py (see their --help)')
     assert os.listdir(tmp_path) == []  # stopped before make_hdf5.py started
+
+
+def test_the_file_declares_its_classes(tmp_path):
+    out = make_hdf5.run(config(dataset='ImageFolder', resolution=32,
+                               data_root=make_image_folder(str(tmp_path / 'img'))))
+    with h5py.File(out, 'r') as f:
+        assert int(f['labels'].attrs['n_classes']) == 2
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_run(tmp_path):
+    root = make_image_folder(str(tmp_path / 'img'))
+    out = tmp_path / 'out' / 'x.hdf5'
+    out.parent.mkdir()
+    left = leave_dead_temporary(str(out.parent), 'x.hdf5')
+    assert os.path.exists(left)
+    make_hdf5.run(config(dataset='ImageFolder', resolution=32, data_root=root, out=str(out)))
+    assert os.listdir(out.parent) == ['x.hdf5']
+
+
+def test_an_injected_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    def full(x):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(make_hdf5, 'to_uint8', full)
+    monkeypatch.setattr(make_hdf5, '_UNCLOSABLE', [])
+    root = make_image_folder(str(tmp_path / 'img'))
+    out = tmp_path / 'out' / 'x.hdf5'
+    with pytest.raises(atomic.DiskFullError, match=r"the disk is full writing 'x.hdf5' in"):
+        make_hdf5.run(config(dataset='ImageFolder', resolution=32, data_root=root,
+                             out=str(out)))
+    assert os.listdir(out.parent) == []
+
+
+FULL_DISK = '''
+set -e
+mount -t tmpfs -o size={size} tmpfs {mnt}
+cd {root}
+{python} make_hdf5.py --dataset ImageFolder --resolution 64 --data_root {data} --out {mnt}/x.hdf5 \\
+    --num_workers 0 --batch_size 8 --chunk_size 4 {extra} 2>{mnt}.err || echo "rc=$?" >{mnt}.rc
+ls -A {mnt} >{mnt}.ls
+'''
+
+
+@pytest.mark.parametrize('extra', ['', '--compression'])
+def test_make_hdf5_onto_a_full_tmpfs_is_one_error_line(tmp_path, extra):
+    """A real full disk: a 300 KB tmpfs for 1 MB of images, mounted in a user namespace
+    (skipped where the system allows none). Without compression the size is known and the
+    run stops before writing; with it, HDF5 fails mid-write (which crashed with exit 139)."""
+    data = tmp_path / 'img'
+    rng = np.random.default_rng(0)
+    for i in range(64):
+        (data / f'c{i % 2}').mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            data / f'c{i % 2}' / f'{i}.png')
+    mnt = tmp_path / 'mnt'
+    mnt.mkdir()
+    script = FULL_DISK.format(size='300k', mnt=mnt, root=ROOT, python=sys.executable,
+                              data=data, extra=extra)
+    try:
+        probe = subprocess.run(['unshare', '-rm', 'true'], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        probe = None
+    if probe is None or probe.returncode != 0:
+        pytest.skip('no user namespaces here to mount a small tmpfs in')
+    subprocess.run(['unshare', '-rm', 'sh', '-c', script], check=True, timeout=300)
+    err = (tmp_path / 'mnt.err').read_text()
+    assert (tmp_path / 'mnt.rc').read_text().strip() == 'rc=2', err
+    errors = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and 'x.hdf5' in errors[0] and 'Traceback' not in err, err
+    assert (tmp_path / 'mnt.ls').read_text() == ''

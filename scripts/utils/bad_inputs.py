@@ -5,11 +5,15 @@ exit status, the program's error line and what is left on disk.
 
 Each case runs a real program (train.py, sample.py, ...) in a fresh temporary folder, on data
 this script makes; a case passes when the program ends with one `error:` line and exit status 2
-(130 for Ctrl-C), no traceback, and the files it should keep are intact.
+(130 for Ctrl-C, 143 for SIGTERM, each with one `interrupted` line; 0 for a run that must
+clean up after a killed one), no traceback, and the files it should keep are intact. The full
+disks are small tmpfs mounts in a user namespace (`unshare -rm`); where the system allows
+none, those cases fail, saying so.
 """
 import argparse
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,7 +51,8 @@ class Case:
                 + ['--experiment_name', name] + list(extra))
 
     def run(self, program, args, wait_then=None):
-        command = [sys.executable, os.path.join(ROOT, program)] + args
+        command = (program + args if isinstance(program, list)
+                   else [sys.executable, os.path.join(ROOT, program)] + args)
         if wait_then is None:
             return subprocess.run(command, capture_output=True, text=True, cwd=self.tmp)
         # SIGINT as at a terminal, even where this script runs with it ignored (a background job).
@@ -215,6 +220,221 @@ CASES = [
 ]
 
 
+# ------------------------------------------------------------------------------------------------
+# Data files, temporaries, full disks, bad numbers, Ctrl-C and SIGTERM in every program
+# ------------------------------------------------------------------------------------------------
+
+def _write(case: Case, name: str, content) -> str:
+    path = os.path.join(case.tmp, name)
+    with open(path, 'w' if isinstance(content, str) else 'wb') as f:
+        f.write(content)
+    return path
+
+
+def _npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _labels_hdf5(case: Case, labels, n_classes=None) -> list:
+    import h5py
+    path = os.path.join(case.tmp, 'labels.hdf5')
+    with h5py.File(path, 'w') as f:
+        f['imgs'] = np.zeros((len(labels), 3, 32, 32), np.uint8)
+        f['labels'] = np.array(labels, np.int64)
+        if n_classes is not None:
+            f['labels'].attrs['n_classes'] = n_classes
+    return ['--dataset', 'HDF5', '--data_root', path] + TINY + case.roots()
+
+
+def _moments(case: Case, mu, sigma) -> list:
+    np.savez(os.path.join(case.tmp, 'moments.npz'), mu=mu, sigma=sigma, inception=np.array('tf'))
+    np.savez(os.path.join(case.tmp, 'samples.npz'), x=np.zeros((4, 3, 32, 32), np.uint8))
+    return ['--samples', os.path.join(case.tmp, 'samples.npz'), '--moments_path',
+            os.path.join(case.tmp, 'moments.npz'), '--inception_weights', 'missing.pth']
+
+
+def _class_map(case: Case, text: str) -> list:
+    _trained(case, 'source')
+    path = _write(case, 'map.json', text)
+    case.on_disk = lambda name='run': f'{Case.on_disk(case, "source")} in the source'
+    return case.train_args('--finetune_from', case.folder('source'), '--class_map', path,
+                           '--num_iters', '1')
+
+
+def _many_images(case: Case, count: int = 300) -> str:
+    root = os.path.join(case.tmp, 'many')
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        os.makedirs(os.path.join(root, f'c{i % 2}'), exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            os.path.join(root, f'c{i % 2}', f'{i}.png'))
+    return root
+
+
+def _no_temporaries(case: Case, folder: str):
+    """on_disk: the files in `folder`, which must hold no temporary of ours."""
+    def report(name='run'):
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        temps = [n for n in names if n.startswith(atomic.TMP_PREFIX)]
+        case.problem = f'temporaries left: {temps}' if temps else None
+        return f'{folder.replace(case.tmp, "<tmp>")}: {", ".join(names) or "empty"}'
+    case.on_disk = report
+
+
+def _make_hdf5_args(case: Case, root: str, out: str, *extra) -> list:
+    return ['--dataset', 'ImageFolder', '--resolution', '64', '--data_root', root, '--out', out,
+            '--num_workers', '0', '--batch_size', '4', '--chunk_size', '4', *extra]
+
+
+def _signal_when(case: Case, ready, signum):
+    """Send `signum` once `ready()` holds (a temporary being written, say)."""
+    def wait(process):
+        deadline = time.time() + 120
+        while not ready() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signum)
+    return wait
+
+
+def _temp_in(folder: str):
+    return lambda: os.path.isdir(folder) and any(
+        n.startswith(atomic.TMP_PREFIX) for n in os.listdir(folder))
+
+
+def _interrupted_make_hdf5(case: Case, signum) -> tuple:
+    out_dir = os.path.join(case.tmp, 'out')
+    _no_temporaries(case, out_dir)
+    args = _make_hdf5_args(case, _many_images(case), os.path.join(out_dir, 'x.hdf5'))
+    return 'make_hdf5.py', args, _signal_when(case, _temp_in(out_dir), signum)
+
+
+def _interrupted_sample(case: Case, signum) -> tuple:
+    _trained(case)
+    folder = os.path.join(case.tmp, 'samples', 'run')
+    _no_temporaries(case, folder)
+
+    def wait(process):
+        process.stdout.readline()  # the config sample.py prints once it runs
+        time.sleep(3)  # G loaded, sampling under way
+        process.send_signal(signum)
+    return ('sample.py', case.train_args('--sample_npz', '--sample_num_npz', '2000000'), wait)
+
+
+def _dead_writer_then(case: Case, folder: str, name: str, program: str, args: list) -> tuple:
+    sys.path.insert(0, os.path.join(ROOT, 'tests'))
+    from data_helpers import leave_dead_temporary
+    os.makedirs(folder, exist_ok=True)
+    leave_dead_temporary(folder, name)
+    _no_temporaries(case, folder)
+    return program, args
+
+
+def _gone_mid_training(case: Case) -> tuple:
+    args = _folder_with(case, '')
+    victim = os.path.join(case.tmp, 'images', 'cat', 'sub', 'deep', 'c.png')
+
+    def wait(process):
+        state = os.path.join(case.tmp, 'weights')
+        deadline = time.time() + 120
+        while time.time() < deadline and process.poll() is None and not any(
+                f == 'state_dict.pth' for _, _, files in os.walk(state) for f in files):
+            time.sleep(0.1)
+        os.remove(victim)
+    return ('train.py', args + ['--num_iters', '99999', '--save_every', '1',
+                                '--experiment_name', 'run'], wait)
+
+
+def _has_user_namespaces() -> bool:
+    try:
+        return subprocess.run(['unshare', '-rm', 'true'], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _on_full_tmpfs(case: Case, size: str, program: str, args_of) -> tuple:
+    """Run `program` with a `size` tmpfs at <tmp>/full (a user namespace's own mount), which
+    vanishes with the run: what it held is listed into <tmp>/full.ls first."""
+    full = os.path.join(case.tmp, 'full')
+    os.makedirs(full)
+    listing = full + '.ls'
+    case.on_disk = lambda name='run': (
+        f'<tmp>/full: {open(listing).read().split() or "empty"}' if os.path.exists(listing)
+        else 'no tmpfs (no user namespaces here)')
+    if not _has_user_namespaces():
+        return ['false'], []
+    args = ' '.join(shlex.quote(a) for a in [sys.executable, os.path.join(ROOT, program)]
+                    + args_of(full))
+    script = (f'mount -t tmpfs -o size={size} tmpfs {shlex.quote(full)} || exit 3; '
+              f'{args}; rc=$?; find {shlex.quote(full)} -mindepth 1 -printf "%P\\n" '
+              f'>{shlex.quote(listing)}; exit $rc')
+    return ['unshare', '-rm', 'sh', '-c', script], []
+
+
+CASES += [
+    ('image deleted in a class sub-folder mid-training', _gone_mid_training),
+    ('make_hdf5.py onto a full disk (300 KB tmpfs; size known: stops before writing)',
+     lambda c: _on_full_tmpfs(c, '300k', 'make_hdf5.py', lambda full: _make_hdf5_args(
+         c, _many_images(c, 64), os.path.join(full, 'x.hdf5')))),
+    ('make_hdf5.py --compression onto a full disk (HDF5 fails mid-write; was exit 139)',
+     lambda c: _on_full_tmpfs(c, '300k', 'make_hdf5.py', lambda full: _make_hdf5_args(
+         c, _many_images(c, 64), os.path.join(full, 'x.hdf5'), '--compression'))),
+    ('sample.py --sample_npz onto a full disk (64 KB tmpfs)', lambda c: (
+        _trained(c), _on_full_tmpfs(c, '64k', 'sample.py', lambda full: c.train_args(
+            '--sample_npz', '--sample_num_npz', '500', '--samples_root', full)))[1]),
+    ('train.py with --logs_root on a full disk (16 KB tmpfs)', lambda c: _on_full_tmpfs(
+        c, '16k', 'train.py', lambda full: c.train_args(
+            '--num_iters', '99999', '--logs_root', full, '--log_every', '1'))),
+    ('train.py with --weights_root on a full disk (64 KB tmpfs)', lambda c: _on_full_tmpfs(
+        c, '64k', 'train.py', lambda full: c.train_args(
+            '--num_iters', '4', '--save_every', '2', '--weights_root', full))),
+    ('HDF5 file with one stray label 1000 (labels 0-2)',
+     lambda c: ('train.py', _labels_hdf5(c, [0, 1, 2, 1000]))),
+    ('HDF5 file declaring 3 classes with a label 5',
+     lambda c: ('train.py', _labels_hdf5(c, [0, 1, 2, 5], n_classes=3))),
+    ('HDF5 file with a negative label',
+     lambda c: ('train.py', _labels_hdf5(c, [0, 1, -1, 2]))),
+    ('moments file whose mu holds NaN (inception_utils.py --samples)',
+     lambda c: ('inception_utils.py', _moments(c, np.array([0, np.nan]), np.eye(2)))),
+    ('moments file whose sigma holds Inf',
+     lambda c: ('inception_utils.py', _moments(c, np.zeros(2), np.full((2, 2), np.inf)))),
+    ('--samples: an npz of Python objects', lambda c: ('inception_utils.py', (
+        _moments(c, np.zeros(2), np.eye(2)), np.savez(os.path.join(c.tmp, 'samples.npz'),
+                                                      x=np.array([None, {}], dtype=object)))[0])),
+    ('--samples: a bare .npy array', lambda c: ('inception_utils.py', (
+        _moments(c, np.zeros(2), np.eye(2)),
+        _write(c, 'samples.npz', _npy_bytes(np.zeros((2, 3, 8, 8), np.uint8))))[0])),
+    ('--class_map with an entry true', lambda c: ('train.py', _class_map(c, '[0, true]'))),
+    ('--class_map nested 5,000 deep',
+     lambda c: ('train.py', _class_map(c, '[' * 5000 + ']' * 5000))),
+    ('--class_map with an entry 1.5', lambda c: ('train.py', _class_map(c, '[0, 1.5]'))),
+    ('--class_map that is not UTF-8', lambda c: ('train.py', _class_map(c, b'[0, \xff]'))),
+    ('--experiment_name that is not UTF-8',
+     lambda c: ('train.py', c.train_args(name=os.fsdecode(b'run\xff')))),
+    ('Ctrl-C in make_hdf5.py mid-write',
+     lambda c: _interrupted_make_hdf5(c, signal.SIGINT), 130),
+    ('SIGTERM to make_hdf5.py mid-write',
+     lambda c: _interrupted_make_hdf5(c, signal.SIGTERM), 143),
+    ('Ctrl-C in sample.py --sample_npz', lambda c: _interrupted_sample(c, signal.SIGINT), 130),
+    ('SIGTERM to sample.py --sample_npz', lambda c: _interrupted_sample(c, signal.SIGTERM), 143),
+    ('make_hdf5.py after a killed writer: its temporary is removed', lambda c: _dead_writer_then(
+        c, os.path.join(c.tmp, 'out'), 'x.hdf5', 'make_hdf5.py',
+        _make_hdf5_args(c, _many_images(c, 8), os.path.join(c.tmp, 'out', 'x.hdf5'))), 0),
+    ('sample.py after a killed --sample_npz writer: its temporary is removed',
+     lambda c: (_trained(c), _dead_writer_then(
+         c, os.path.join(c.tmp, 'samples', 'run'), 'samples.npz', 'sample.py',
+         c.train_args('--sample_npz', '--sample_num_npz', '8')))[1], 0),
+    ('calculate_inception_moments.py after a killed writer (then: weights missing)',
+     lambda c: _dead_writer_then(
+         c, os.path.join(c.tmp, 'm'), 'I_inception_moments.npz', 'calculate_inception_moments.py',
+         ['--dataset', 'HDF5', '--data_root', c.data, '--num_workers', '0',
+          '--inception_weights', 'missing.pth', '--moments_path',
+          os.path.join(c.tmp, 'm', 'I_inception_moments.npz')])),
+]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='', help='also write the table to this file')
@@ -230,10 +450,11 @@ def main(argv=None) -> int:
             result = case.run(program, program_args, wait[0] if wait else None)
             errors = [line for line in result.stderr.splitlines() if line.startswith('error')]
             message = errors[-1] if errors else (result.stderr.strip().splitlines() or [''])[-1]
+            disk = case.on_disk()  # may note a problem (case.problem): a file left behind
             ok = (result.returncode == expected and 'Traceback' not in result.stderr
-                  and len(errors) <= 1 and (errors or expected == 130))
+                  and len(errors) <= 1 and (errors or expected in (0, 130, 143))
+                  and not getattr(case, 'problem', None))
             failures += not ok
-            disk = case.on_disk()
             message = message.replace(tmp, '<tmp>').replace('|', '/')
             if len(message) > 160:
                 message = message[:157] + '...'
