@@ -61,10 +61,12 @@ class TensorBoard:
     torch's SummaryWriter hands every value to a writer thread, and on a busy host the wait
     for that thread's turn at the GIL cost milliseconds per iteration; writing a few hundred
     bytes into a buffered file costs microseconds. The file is flushed at each test and save
-    and when the run ends."""
+    and when the run ends. A resumed run writes a new file that starts with a session start at
+    its first iteration, for which TensorBoard drops what an earlier file holds from that
+    iteration on (what the crash lost, as the resume trims the logs)."""
 
-    def __init__(self, folder: str, config: dict):
-        from tensorboard.compat.proto.event_pb2 import Event
+    def __init__(self, folder: str, config: dict, start_itr: int = 0):
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
         from tensorboard.compat.proto.summary_pb2 import Summary
         from tensorboard.summary.writer.record_writer import RecordWriter
         from torch.utils.tensorboard import summary
@@ -75,6 +77,8 @@ class TensorBoard:
         self._write(Event(wall_time=time.time(), file_version='brain.Event:2'))
         self._write(Event(wall_time=time.time(), step=0,
                           summary=summary.text('flags', flags_text(config))))
+        self._write(Event(wall_time=time.time(), step=start_itr + 1,
+                          session_log=SessionLog(status=SessionLog.START)))
 
     def _write(self, event) -> None:
         self.file.write(event.SerializeToString())
@@ -175,7 +179,8 @@ def open_trackers(config: dict, experiment_name: str, state_dict: dict) -> Track
     sinks = []
     folder = os.path.join(config['logs_root'], experiment_name)
     if config['tensorboard']:
-        sinks.append(TensorBoard(os.path.join(folder, 'tensorboard'), config))
+        sinks.append(TensorBoard(os.path.join(folder, 'tensorboard'), config,
+                                 state_dict['itr']))
     if config['wandb']:
         state_dict['wandb_id'] = state_dict.get('wandb_id') or new_wandb_id()
         os.makedirs(folder, exist_ok=True)

@@ -97,6 +97,26 @@ def test_tensorboard_events_hold_the_logged_values(tmp_path, hdf5_file, monkeypa
     assert '| G_ch | 4 |' in flags_table and '| tensorboard | true |' in flags_table
 
 
+def test_tensorboard_after_a_resume_equals_the_trimmed_logs(tmp_path, hdf5_file, monkeypatch):
+    """A run saved at 2 and stopped at 3, resumed to 4: the logs drop what came after the
+    checkpoint, and so does TensorBoard's reader (one value per iteration, the logs' values)."""
+    event_accumulator = pytest.importorskip(
+        'tensorboard.backend.event_processing.event_accumulator')
+    _run(tmp_path, hdf5_file, monkeypatch, '--tensorboard', '--save_every', '2')
+    _, _, logs, _ = _run(tmp_path, hdf5_file, monkeypatch, '--tensorboard', '--resume',
+                         '--load_weights', 'copy0', '--num_iters', '4', '--save_every', '100',
+                         '--test_every', '100')
+    events = event_accumulator.EventAccumulator(str(logs / 'tensorboard'), size_guidance={
+        event_accumulator.SCALARS: 0})
+    events.Reload()
+    assert len(os.listdir(logs / 'tensorboard')) == 2
+    for name in ('G_loss', 'D_linear_sv0'):
+        by_itr = _train_logs(logs)[name]
+        read = {e.step: e.value for e in events.Scalars(run_trackers.train_tag(name))}
+        assert list(by_itr) == [1, 2, 3, 4] == list(read)
+        assert np.allclose(list(read.values()), list(by_itr.values()), rtol=1e-6, atol=0)
+
+
 def _wandb_records(path):
     """The records of a `.wandb` file: W&B's own protobuf Record messages, in its LevelDB-style
     log framing (a 7-byte ':W&B' header, then 32 KiB blocks of chunks, each with a 7-byte
