@@ -310,6 +310,17 @@ NEW_FLAGS = [
       'deterministic cuDNN algorithms and no autotuning (slower, reproducible)', 'train'),
     F('log_every', int, 1, 'read the training losses back from the device every N iterations '
       '(every iteration is still logged; N > 1 saves a wait per step)', 'train', limits='>= 1'),
+    # Run trackers (run_trackers.py): copies of the logs, off by default
+    F('tensorboard', FLAG, False, 'also write the logged scalars, the sheets at each save and '
+      'the flags as TensorBoard events in <logs_root>/<exp>/tensorboard (needs: pip install '
+      'tensorboard)', 'run', check=From('run_trackers', 'need_tensorboard')),
+    F('wandb', FLAG, False, 'also log the scalars, sheets and flags to a Weights & Biases run in '
+      '<logs_root>/<exp>/wandb, whose id the checkpoint keeps so --resume continues it (needs: '
+      'pip install wandb)', 'run', check=From('run_trackers', 'need_wandb')),
+    F('wandb_project', str, 'BigGAN', 'W&B project of --wandb', 'run'),
+    F('wandb_mode', str, 'offline', 'W&B mode of --wandb (offline: no network, upload later '
+      'with `wandb sync <logs_root>/<exp>/wandb/offline-run-*`)', 'run',
+      choices=('offline', 'online')),
 ]
 
 # sample.py's own additions (README, "Sampling").

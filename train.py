@@ -23,6 +23,7 @@ import datasets
 import distributed
 import finetune
 import loggers
+import run_trackers
 import sampling
 import train_fns
 import utils
@@ -171,9 +172,10 @@ def resume(config: dict, experiment_name: str, models: train_fns.Models, state_d
 
 
 def make_loggers(config: dict, experiment_name: str, state_dict: dict):
-    """The training and test loggers, and the metadata file; silent loggers on other ranks."""
+    """The training and test loggers, the metadata file and the run trackers (--tensorboard,
+    --wandb), which the loggers feed; silent loggers and no trackers on other ranks."""
     if not distributed.is_main():
-        return _Silent(), _Silent()
+        return _Silent(), _Silent(), run_trackers.Trackers()
     start_itr = state_dict['itr']
     train_log = loggers.MyLogger(os.path.join(config['logs_root'], experiment_name),
                                  reinitialize=not config['resume'],
@@ -182,7 +184,11 @@ def make_loggers(config: dict, experiment_name: str, state_dict: dict):
                                                   f'{experiment_name}_log.jsonl'),
                                      reinitialize=not config['resume'], start_itr=start_itr)
     loggers.write_metadata(config['logs_root'], experiment_name, config, state_dict)
-    return train_log, test_log
+    trackers = run_trackers.open_trackers(config, experiment_name, state_dict)
+    if trackers:
+        train_log = run_trackers.TrackedTrainLog(train_log, trackers)
+        test_log = run_trackers.TrackedTestLog(test_log, trackers)
+    return train_log, test_log, trackers
 
 
 def make_loader(config: dict, start_itr: int):
@@ -217,6 +223,7 @@ class Run:
     device: torch.device
     last_itr: int
     draw: torch.nn.Module  # the G that sheets and metrics sample: sampling.FastG on the fast path
+    trackers: run_trackers.Trackers  # --tensorboard, --wandb (rank 0)
 
 
 def preflight(config: dict) -> None:
@@ -287,6 +294,8 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
 
     state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0.0,
                   'best_FID': 999999.0, 'config': saved_config(config), 'data': data}
+    if config['wandb']:
+        state_dict['wandb_id'] = None  # the W&B run's, kept by the checkpoints (run_trackers)
     # Noise is drawn on the CPU (the same numbers on any device) and every rank draws the whole
     # batch's, so rank 0's saved sampler state resumes every rank.
     noise = sampling.NoiseSampler(models.G.dim_z, config['n_classes'], config['G_batch_size'],
@@ -298,7 +307,7 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
     if finetune.freeze(models.G, models.D, config):
         say(f"Frozen: the first {config['freeze_G']} blocks of G, {config['freeze_D']} of D")
     distributed.broadcast_states(models.G, models.D, models.G_ema)
-    train_log, test_log = make_loggers(config, experiment_name, state_dict)
+    train_log, test_log, trackers = make_loggers(config, experiment_name, state_dict)
     fixed_z, fixed_y = sampling.NoiseSampler(models.G.dim_z, config['n_classes'],
                                              config['G_batch_size'], device,
                                              seed=config['seed'] + 1).sample()
@@ -315,12 +324,14 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
         train = train_fns.dummy_training_function()
     run = Run(config, models, loader, train, noise, state_dict, train_log, test_log,
               get_inception_metrics, fixed_z, fixed_y, experiment_name, device, last_itr,
-              sampling.fast_G(train_fns.which_G(models.G, models.G_ema, config), config))
+              sampling.fast_G(train_fns.which_G(models.G, models.G_ema, config), config),
+              trackers)
     say(f'Beginning training at epoch {state_dict["epoch"]}, iteration {state_dict["itr"]}...')
     try:
         loop(run)
     finally:
         train_log.close()
+        trackers.close()
     return state_dict
 
 
@@ -455,13 +466,19 @@ def _save(run: Run, itr: int) -> None:
         if main:
             print('Switchin G to eval mode...')
         _set_mode(False, models.G, models.G_ema)
+    sheets = []
     if main:
         # Rank 0 samples alone: cross-replica BN must not wait for the other ranks.
         with local_statistics():
-            train_fns.save_and_sample(models, eval_sampler(models.G, config, run.device, itr),
-                                      run.fixed_z, run.fixed_y, run.state_dict, config,
-                                      run.experiment_name, draw=run.draw,
-                                      training_state={'rng': sampling.rng_state(run.noise)})
+            sheets = train_fns.save_and_sample(
+                models, eval_sampler(models.G, config, run.device, itr), run.fixed_z,
+                run.fixed_y, run.state_dict, config, run.experiment_name, draw=run.draw,
+                training_state={'rng': sampling.rng_state(run.noise)})
+        if run.trackers:
+            run.trackers.scalars(itr, {f'lr/{net}': optimizer.param_groups[0]['lr'] for
+                                       net, optimizer in (('G', models.G_optim),
+                                                          ('D', models.D_optim))})
+            run.trackers.images(itr, sheets)
     distributed.barrier()
 
 

@@ -12,7 +12,7 @@ import functools
 import itertools
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -313,10 +313,11 @@ def sheet_classes(config: dict, device: torch.device) -> Optional[list]:
 
 def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict, config: dict,
                     experiment_name: str, *, training_state: Optional[dict] = None,
-                    draw: Optional[nn.Module] = None) -> None:
+                    draw: Optional[nn.Module] = None) -> List[Tuple[str, str]]:
     """Save the checkpoint (and a rotating copy), then the fixed, class and interpolation
     sheets, as the original's train_fns.save_and_sample. `training_state` (RNG states) is saved
-    inside state_dict.pth; `draw` (sampling.FastG over the sampled G) draws the sheets."""
+    inside state_dict.pth; `draw` (sampling.FastG over the sampled G) draws the sheets.
+    Returns the fixed and class sheets written, as (name, path) pairs."""
     # The ring counter is advanced before saving, so a resumed run writes the next slot (the
     # original saved the old value and overwrote its newest copy after a resume).
     slot = state_dict['save_num']
@@ -338,20 +339,21 @@ def save_and_sample(models: Models, sampler, fixed_z, fixed_y, state_dict: dict,
         net = draw or net
         with torch.no_grad():
             fixed = net(fixed_z, net.shared(fixed_y))
-        sampling.save_image(fixed, os.path.join(folder, f'fixed_samples{itr}.jpg'),
-                            nrow=int(fixed_z.shape[0] ** 0.5))
+        fixed_path = os.path.join(folder, f'fixed_samples{itr}.jpg')
+        sampling.save_image(fixed, fixed_path, nrow=int(fixed_z.shape[0] ** 0.5))
         classes = sheet_classes(config, sampler.device)
         count = len(classes) if classes is not None else config['n_classes']
         sheets = -(-count // config['classes_per_sheet'])
         show = sheets > 1 and config['pbar'] != 'none'
-        sampling.sample_sheet(net, config['classes_per_sheet'], config['n_classes'], 10,
-                              config['samples_root'], experiment_name, itr, sampler,
-                              classes=classes, progress=functools.partial(
-                                  loggers.progress, desc='Class sheets ', displaytype='eta')
-                              if show else None)
+        class_paths = sampling.sample_sheet(
+            net, config['classes_per_sheet'], config['n_classes'], 10, config['samples_root'],
+            experiment_name, itr, sampler, classes=classes, progress=functools.partial(
+                loggers.progress, desc='Class sheets ', displaytype='eta') if show else None)
         for fix_z, fix_y in sampling.interp_kinds(config['n_classes']):
             sampling.interp_sheet(net, 16, 8, config['n_classes'], config['samples_root'],
                                   experiment_name, itr, sampler, fix_z=fix_z, fix_y=fix_y)
+    return [('fixed_samples', fixed_path)] + [
+        (f'class_sheet{i}', path) for i, path in enumerate(class_paths)]
 
 
 def extra_metrics(get_inception_metrics: Callable) -> Dict[str, float]:

@@ -6,7 +6,8 @@ per line: `itr`, `IS_mean`, `IS_std`, `FID`, `_stamp`, and `KID_mean` / `KID_std
 `fmnist_accuracy` / `fmnist_FID` where logged)
 and `<logs_root>/<exp>/<metric>.log` (lines `<itr>: <value>`: `G_loss`, `D_loss_real`,
 `D_loss_fake`, singular values such as `G_linear_sv0`), and writes `<exp>_metrics.png`,
-`<exp>_losses.png`, `<exp>_svs.png` and, with `--compare`, `compare_IS.png`:
+`<exp>_losses.png`, `<exp>_svs.png` and, with `--compare`, `compare_IS.png` (every test metric
+the compared runs logged, one panel each):
 
     python logs/plot_logs.py --logs_root logs --experiment_name EXP [--smooth N] [--x time]
 """
@@ -32,9 +33,16 @@ METRIC_PANELS = (
     ('KID_mean', 'KID_std', 'KID', np.nanargmin),
     ('fmnist_accuracy', None, 'classifier accuracy (--fmnist_scorer)', np.nanargmax),
     ('fmnist_FID', None, 'classifier FID (--fmnist_scorer)', np.nanargmin),
+    ('precision', None, 'precision (k = 3)', np.nanargmax),
+    ('recall', None, 'recall (k = 3)', np.nanargmax),
+    ('density', None, 'density (k = 5)', np.nanargmax),
+    ('coverage', None, 'coverage (k = 5)', np.nanargmax),
 )
-# Past this many layers a legend would hide the singular-value lines it names.
-MAX_LEGEND_ENTRIES = 12
+# Record keys that are not metrics.
+NOT_METRICS = ('itr', '_stamp')
+# The singular-value layers drawn in colour and named in the legend, per network; the others
+# are drawn thin and grey under one legend entry (a BigGAN has some 20 to 100 such layers).
+TOP_LAYERS = 8
 # `<itr>: <value>` with any printf padding; the value is whatever float() reads (`%3.3e`, `%f`,
 # `%+g`, `nan`, ...).
 LOG_LINE = re.compile(r'^\s*([+-]?\d+)\s*:\s*(\S+)\s*$')
@@ -148,9 +156,26 @@ def _new_figure(n_panels: int, title: str) -> tuple[Figure, list]:
     return fig, axes
 
 
-def _metrics_figure(records: Sequence[dict], x: str, title: str) -> Optional[Figure]:
-    """IS with its std band, FID, and KID where logged; None if no record holds any of them."""
+def metric_panels(records: Sequence[dict]) -> list[tuple]:
+    """The panels of every metric the records hold, as METRIC_PANELS' rows: the known ones in
+    that order, then any other numeric key (a metric added later) under its own name, best
+    lowest where the name says FID or KID, else no best marked."""
     panels = [p for p in METRIC_PANELS if np.isfinite(_column(records, p[0])).any()]
+    taken = {key for panel in METRIC_PANELS for key in panel[:2] if key}
+    for key in dict.fromkeys(k for record in records for k in record):
+        if key in taken or key in NOT_METRICS or key.endswith('_std'):
+            continue
+        if np.isfinite(_column(records, key)).any():
+            std_key = key[:-len('_mean')] + '_std' if key.endswith('_mean') else None
+            best = np.nanargmin if ('FID' in key or 'KID' in key) else None
+            panels.append((key, std_key, key, best))
+    return panels
+
+
+def _metrics_figure(records: Sequence[dict], x: str, title: str) -> Optional[Figure]:
+    """One panel per logged metric (metric_panels): IS with its std band, FID, KID, ...; None
+    if no record holds any."""
+    panels = metric_panels(records)
     if not panels:
         return None
     xs, xlabel = _x_axis(records, x)
@@ -163,9 +188,13 @@ def _metrics_figure(records: Sequence[dict], x: str, title: str) -> Optional[Fig
             std = _column(records, std_key)
             ax.fill_between(xs, mean - std, mean + std, alpha=0.3, label=f'± {std_key}')
             ax.legend(fontsize='small')
-        i = best(mean)
-        ax.set_title(f'{name}: best {mean[i]:.4g} at itr {itrs[i]:.0f}')
+        if best is not None:
+            i = best(mean)
+            ax.set_title(f'{name}: best {mean[i]:.4g} at itr {itrs[i]:.0f}')
+        else:
+            ax.set_title(name)
         ax.set_xlabel(xlabel)
+        ax.set_ylabel(key)
     return fig
 
 
@@ -193,25 +222,42 @@ def _losses_figure(losses: dict[str, Series], smooth: Optional[int], title: str)
             else:
                 ax.plot(itrs, values, color=f'C{color}', linewidth=0.8, label=name)
         ax.set_xlabel('iteration')
+        ax.set_ylabel('D loss' if group[0].startswith('D') else 'G loss')
         ax.legend(fontsize='small')
     return fig
 
 
+def top_layers(svs: dict[str, Series], names: Sequence[str], k: int = TOP_LAYERS) -> list[str]:
+    """The `k` layers of `names` whose last singular value is largest: the ones to watch, as a
+    layer whose spectral norm runs away is what precedes collapse (Brock et al., section 4.1)."""
+    return sorted(names, key=lambda name: -svs[name][1][-1])[:k]
+
+
 def _svs_figure(svs: dict[str, Series], title: str) -> Figure:
-    """G's and D's singular values, one line per layer, on a log scale."""
+    """G's and D's singular values on a log scale: the TOP_LAYERS layers with the largest last
+    value in colour and named in a legend beside the panel, the others thin and grey."""
     fig, axes = _new_figure(2, title)
+    fig.set_size_inches(13.0, 4.5)
     for ax, net in zip(axes, ('G', 'D')):
         names = sorted((n for n in svs if n.startswith(net + '_')), key=_natural_key)
-        for name in names:
-            ax.plot(*svs[name], linewidth=0.8, label=name[len(net) + 1:])
+        top = set(top_layers(svs, names))
+        rest = [name for name in names if name not in top]
+        for i, name in enumerate(rest):
+            ax.plot(*svs[name], color='0.7', linewidth=0.5,
+                    label=f'{len(rest)} other layers' if i == 0 else '_nolegend_')
+        for i, name in enumerate(n for n in names if n in top):
+            ax.plot(*svs[name], color=f'C{i}', linewidth=1.0, label=name[len(net) + 1:])
         if not names:
             ax.text(0.5, 0.5, 'no logs', transform=ax.transAxes, ha='center')
-        elif any((svs[name][1] > 0).any() for name in names):
-            ax.set_yscale('log')  # log of nothing positive would leave an empty panel
-        if 0 < len(names) <= MAX_LEGEND_ENTRIES:
-            ax.legend(fontsize='x-small')
-        ax.set_title(f'{net} singular values ({len(names)})')
+        else:
+            if any((svs[name][1] > 0).any() for name in names):
+                ax.set_yscale('log')  # log of nothing positive would leave an empty panel
+            ax.legend(fontsize='x-small', loc='upper left', bbox_to_anchor=(1.01, 1.0),
+                      borderaxespad=0.0)
+        shown = f'top {len(top)} of {len(names)}' if rest else f'{len(names)}'
+        ax.set_title(f'{net} singular values ({shown} layers)')
         ax.set_xlabel('iteration')
+        ax.set_ylabel('singular value (SN estimate)')
     return fig
 
 
@@ -308,36 +354,61 @@ def plot_experiment(logs_root: str, experiment_name: str, out_dir: Optional[str]
             for kind, fig in figures]
 
 
-def plot_compare(logs_root: str, names: Sequence[str], out_path: str, x: str = 'itr') -> str:
-    """Overlay the IS and FID curves of several experiments (what `compare_IS.m` did).
+def compare_figure(logs_root: str, names: Sequence[str], x: str = 'itr') -> Figure:
+    """One panel per test metric that any of the experiments logged (IS with its std band, FID,
+    the classifier's accuracy and FID, KID, ...), one curve per experiment that logged it.
 
     Experiments without a test-metrics log are skipped with a notice; raises FileNotFoundError
-    if none has one. Returns `out_path`.
+    if none has one. Where the experiments share no metric (runs scored by different nets),
+    a notice says so and each metric gets its own panel all the same.
     """
-    fig, (ax_is, ax_fid) = _new_figure(2, 'Inception Score and FID')
-    plotted = []
-    for color, name in enumerate(names):
+    runs = {}
+    for name in names:
         path = jsonl_path(logs_root, name)
         records = read_jsonl(path) if os.path.isfile(path) else []
-        if not records:
+        if records:
+            runs[name] = records
+        else:
             _notice(f'no test metrics, skipped: {path}')
-            continue
-        xs, xlabel = _x_axis(records, x)
-        style = dict(color=f'C{color % 10}', marker='.', label=name)
-        is_mean, is_std = _column(records, 'IS_mean'), _column(records, 'IS_std')
-        ax_is.plot(xs, is_mean, **style)
-        ax_is.fill_between(xs, is_mean - is_std, is_mean + is_std, color=style['color'], alpha=0.2)
-        ax_fid.plot(xs, _column(records, 'FID'), **style)
-        for ax in (ax_is, ax_fid):
-            ax.set_xlabel(xlabel)
-        plotted.append(name)
-    if not plotted:
+    if not runs:
         paths = ', '.join(jsonl_path(logs_root, name) for name in names)
         raise FileNotFoundError(f'no test metrics to compare: looked for {paths}')
-    for ax, name in ((ax_is, 'Inception Score'), (ax_fid, 'FID')):
-        ax.set_title(name)
-        ax.legend(fontsize='small')
-    return _save(fig, out_path)
+    logged = {name: metric_panels(records) for name, records in runs.items()}
+    panels = list({panel[0]: panel for each in logged.values() for panel in each}.values())
+    shared = set.intersection(*({panel[0] for panel in each} for each in logged.values()))
+    if len(runs) > 1 and not shared:
+        _notice('the experiments share no test metric: ' + '; '.join(
+            f"{name}: {', '.join(p[0] for p in each) or 'none'}"
+            for name, each in logged.items()))
+    fig, axes = _new_figure(max(1, len(panels)), 'test metrics')
+    for color, (name, records) in enumerate(runs.items()):
+        xs, xlabel = _x_axis(records, x)
+        for ax, (key, std_key, title, _) in zip(axes, panels):
+            values = _column(records, key)
+            ax.set_title(title)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(key)
+            if not np.isfinite(values).any():
+                continue
+            style = dict(color=f'C{color % 10}', marker='.', label=name)
+            ax.plot(xs, values, **style)
+            if std_key is not None and np.isfinite(_column(records, std_key)).any():
+                std = _column(records, std_key)
+                ax.fill_between(xs, values - std, values + std, color=style['color'],
+                                alpha=0.2)
+    for ax in axes:
+        if ax.lines:
+            ax.legend(fontsize='small')
+    if not panels:
+        axes[0].text(0.5, 0.5, 'no metrics in the records', transform=axes[0].transAxes,
+                     ha='center')
+    return fig
+
+
+def plot_compare(logs_root: str, names: Sequence[str], out_path: str, x: str = 'itr') -> str:
+    """Overlay the test metrics of several experiments (what `compare_IS.m` did for IS and
+    FID), see `compare_figure`; returns `out_path`."""
+    return _save(compare_figure(logs_root, names, x), out_path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -351,7 +422,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='moving-average window of the loss plot, in iterations; 1 for none '
                              '(default: a tenth of the run, at most 100)')
     parser.add_argument('--compare', nargs='+', default=[], metavar='EXP',
-                        help='also overlay the IS and FID of these experiments: compare_IS.png')
+                        help='also overlay every test metric of these experiments (IS, FID, '
+                             'the classifier scores, KID, ...): compare_IS.png')
     parser.add_argument('--x', choices=X_AXES, default='itr',
                         help='x axis of the test metrics: iteration or hours of wall clock')
     args = parser.parse_args(argv)

@@ -158,14 +158,42 @@ def test_metrics_figure_panels_and_time_axis(tmp_path):
     assert len(fig.axes) == 2
 
 
-def test_svs_figure_legend_only_for_few_layers():
+def test_svs_figure_names_the_top_layers_beside_the_panel():
+    """Few layers: each named. Many: the TOP_LAYERS with the largest last value named and
+    coloured, the rest grey under one entry; the legend sits outside the axes."""
     svs = {name: (np.arange(3), np.array([1.0, 2.0, 3.0])) for name in SV_NAMES}
-    svs.update({f'D_blocks_{i}_0_conv1_sv0': (np.arange(3), np.ones(3)) for i in range(20)})
-    ax_g, ax_d = plot_logs._svs_figure(svs, 'x').axes
+    svs.update({f'D_blocks_{i}_0_conv1_sv0': (np.arange(3), np.array([1.0, 1.0, 1.0 + i]))
+                for i in range(20)})
+    fig = plot_logs._svs_figure(svs, 'x')
+    ax_g, ax_d = fig.axes
     assert [t.get_text() for t in ax_g.get_legend().get_texts()] == [
         'blocks_0_0_conv1_sv0', 'blocks_10_0_conv1_sv0', 'linear_sv0']
-    assert ax_d.get_legend() is None and len(ax_d.lines) == 22
+    named = [t.get_text() for t in ax_d.get_legend().get_texts()]
+    assert named[0] == '14 other layers'
+    assert sorted(named[1:]) == sorted(f'blocks_{i}_0_conv1_sv0' for i in range(12, 20))
+    assert len(ax_d.lines) == 22 and ax_d.get_title() == 'D singular values (top 8 of 22 layers)'
+    grey = [line for line in ax_d.lines if line.get_color() == '0.7']
+    assert len(grey) == 14 and max(line.get_ydata()[-1] for line in grey) == 12.0
+    fig.canvas.draw()
+    legend = ax_d.get_legend().get_window_extent()
+    assert legend.x0 >= ax_d.get_window_extent().x1  # beside the lines, not over them
     assert ax_g.get_yscale() == 'log'
+    for ax in fig.axes:
+        assert ax.get_xlabel() == 'iteration' and ax.get_ylabel()
+
+
+def test_every_axis_is_labelled(tmp_path):
+    _make_experiment(str(tmp_path), 'exp', kid=True, n=50)
+    records = plot_logs.read_jsonl(str(tmp_path / 'exp_log.jsonl'))
+    losses = plot_logs._read_logs([str(tmp_path / 'exp' / f'{name}.log')
+                                   for name in plot_logs.LOSS_NAMES])
+    svs = plot_logs._read_logs([str(tmp_path / 'exp' / f'{name}.log') for name in SV_NAMES])
+    figures = [plot_logs._metrics_figure(records, 'itr', 'm'),
+               plot_logs._losses_figure(losses, None, 'l'), plot_logs._svs_figure(svs, 's'),
+               plot_logs.compare_figure(str(tmp_path), ['exp'])]
+    labels = [(ax.get_xlabel(), ax.get_ylabel()) for fig in figures for ax in fig.axes]
+    assert len(labels) == 3 + 2 + 2 + 3 and all(x and y for x, y in labels), labels
+    assert ('iteration', 'G loss') in labels and ('iteration', 'FID') in labels
 
 
 # ------------------------------------------------------------------------------------------------
@@ -272,3 +300,54 @@ def test_a_short_run_gets_its_mean_line_by_default(tmp_path):
             plot_logs.default_window(5000)) == (1, 4, 100)
     paths = plot_logs.plot_experiment(str(tmp_path), 'short', out_dir=str(tmp_path / 'out'))
     assert str(tmp_path / 'out' / 'short_losses.png') in paths
+
+
+def _classifier_run(root, name, accuracy, fid):
+    """The JSONL of a run scored with --fmnist_scorer (no IS / FID keys)."""
+    records = [{'itr': 100 * (k + 1), 'fmnist_accuracy': a, 'fmnist_FID': f,
+                '_stamp': 1.0 + k} for k, (a, f) in enumerate(zip(accuracy, fid))]
+    _write(os.path.join(root, f'{name}_log.jsonl'),
+           ''.join(json.dumps(r) + '\n' for r in records))
+
+
+def test_compare_draws_both_classifier_scored_runs(tmp_path):
+    root = str(tmp_path)
+    _classifier_run(root, 'one', [0.5, 0.7, 0.8], [30.0, 20.0, 12.5])
+    _classifier_run(root, 'two', [0.4, 0.9], [40.0, 8.0])
+    fig = plot_logs.compare_figure(root, ['one', 'two'])
+    assert [ax.get_title() for ax in fig.axes] == [
+        'classifier accuracy (--fmnist_scorer)', 'classifier FID (--fmnist_scorer)']
+    accuracy, fid = fig.axes
+    drawn = {line.get_label(): (line.get_xdata().tolist(), line.get_ydata().tolist())
+             for line in accuracy.lines}
+    assert drawn == {'one': ([100, 200, 300], [0.5, 0.7, 0.8]), 'two': ([100, 200], [0.4, 0.9])}
+    assert [line.get_ydata().tolist() for line in fid.lines] == [[30.0, 20.0, 12.5],
+                                                                 [40.0, 8.0]]
+    assert [t.get_text() for t in fid.get_legend().get_texts()] == ['one', 'two']
+    path = plot_logs.plot_compare(root, ['one', 'two'], str(tmp_path / 'c.png'))
+    _assert_png(path)
+
+
+def test_compare_says_when_runs_share_no_metric(tmp_path, capsys):
+    """An Inception-scored run and a classifier-scored one: a notice naming what each logged;
+    every metric still gets its panel, with its one run's curve; KID and PRDC are panels too."""
+    root = str(tmp_path)
+    _make_experiment(root, 'inception', kid=True, with_svs=False)
+    _classifier_run(root, 'classifier', [0.5, 0.6], [30.0, 25.0])
+    fig = plot_logs.compare_figure(root, ['inception', 'classifier'])
+    err = capsys.readouterr().err
+    assert 'share no test metric' in err
+    assert 'inception: IS_mean, FID, KID_mean' in err
+    assert 'classifier: fmnist_accuracy, fmnist_FID' in err
+    assert [ax.get_ylabel() for ax in fig.axes] == ['IS_mean', 'FID', 'KID_mean',
+                                                    'fmnist_accuracy', 'fmnist_FID']
+    assert [[line.get_label() for line in ax.lines] for ax in fig.axes] == [
+        ['inception']] * 3 + [['classifier']] * 2
+    _classifier_run(root, 'prdc', [0.5], [30.0])
+    _write(os.path.join(root, 'prdc_log.jsonl'), json.dumps(
+        {'itr': 1, 'IS_mean': 2.0, 'IS_std': 0.1, 'FID': 9.0, 'precision': 0.7, 'recall': 0.6,
+         'density': 0.9, 'coverage': 0.8, 'iFID': 12.0}) + '\n')
+    fig = plot_logs.compare_figure(root, ['prdc', 'inception'])
+    assert 'share no' not in capsys.readouterr().err
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        'IS_mean', 'FID', 'precision', 'recall', 'density', 'coverage', 'iFID', 'KID_mean']
