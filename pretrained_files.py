@@ -20,13 +20,15 @@ import torch
 import torch.nn as nn
 
 import atomic
+import BigGAN
+import BigGANdeep
 import checkpoints
 import flags
-import utils
 
 CONFIG = 'config.json'
 FORMAT = 'BigGAN-PyTorch pretrained'
 NETS = ('G_ema', 'G', 'D')
+FAMILIES = {'BigGAN': BigGAN, 'BigGANdeep': BigGANdeep}  # flags.MODELS, by module
 
 
 def weights_file(net: str) -> str:
@@ -177,7 +179,7 @@ def model_arguments(config: dict) -> dict:
 def build(config: dict, net: str = 'G') -> nn.Module:
     """The Generator (`net` 'G') or Discriminator ('D') that config.json describes, without
     its initialization (the weights are loaded next)."""
-    family = utils.model_module(config)
+    family = FAMILIES[config['model']]  # read_config checked the name
     cls = family.Generator if net == 'G' else family.Discriminator
     arguments = model_arguments(config) if net == 'G' else config.get('D')
     if not isinstance(arguments, dict):
