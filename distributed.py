@@ -144,6 +144,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of every process's `value` (one small all-reduce)."""
+    if world_size() == 1:
+        return value
+    tensor = torch.tensor([float(value)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
 # ------------------------------------------------------------------------------------------------
 # Training noise
 # ------------------------------------------------------------------------------------------------

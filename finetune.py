@@ -34,7 +34,6 @@ def source_states(path: str) -> Tuple[dict, Optional[dict]]:
     G state_dict file."""
     flag = f'--finetune_from {path!r}'
     if os.path.isdir(path):
-        checkpoints.recover_if_abandoned(path)
         G_path, D_path = (os.path.join(path, checkpoints.file_name(stem)) for stem in 'GD')
         if not os.path.isfile(G_path):
             have = sorted(f for f in os.listdir(path) if f.endswith('.pth'))
