@@ -166,9 +166,9 @@ def _tensors(obj, prefix: str = ''):
             yield from _tensors(value, f'{prefix}.{i}')
 
 
-def check_finite_tensors(objects: Dict[str, object], itr) -> None:
-    """FloatingPointError naming the file, tensor and iteration when any tensor about to be
-    saved holds a NaN or Inf (one device sync per device, not one per tensor)."""
+def non_finite(objects: Dict[str, object]) -> Optional[Tuple[str, str, int]]:
+    """(file, tensor, count) of the first tensor holding a NaN or Inf, else None (one device
+    sync per device, not one per tensor)."""
     found = [(name, key, t) for name, obj in objects.items() for key, t in _tensors(obj)]
     by_device = collections.defaultdict(list)
     for entry in found:
@@ -177,11 +177,19 @@ def check_finite_tensors(objects: Dict[str, object], itr) -> None:
         ok = torch.stack([torch.isfinite(t).all() for _, _, t in entries]).tolist()
         for (name, key, t), good in zip(entries, ok):
             if not good:
-                bad = int((~torch.isfinite(t)).sum())
-                raise FloatingPointError(
-                    f'iteration {itr}: {name} {key} holds {bad} non-finite values (NaN or '
-                    f'Inf); nothing was saved and the last checkpoint stays the newest. Lower '
-                    f'the learning rates, or resume from a copy')
+                return name, key, int((~torch.isfinite(t)).sum())
+    return None
+
+
+def check_finite_tensors(objects: Dict[str, object], itr) -> None:
+    """FloatingPointError naming the file, tensor and iteration when any tensor about to be
+    saved holds a NaN or Inf."""
+    bad = non_finite(objects)
+    if bad:
+        raise FloatingPointError(
+            f'iteration {itr}: {bad[0]} {bad[1]} holds {bad[2]} non-finite values (NaN or '
+            f'Inf); nothing was saved and the last checkpoint stays the newest. Lower '
+            f'the learning rates, or resume from a copy')
 
 
 def state_id(state_dict: dict, name_suffix: Optional[str] = None) -> str:
@@ -416,6 +424,11 @@ def load_weights(G, D, state_dict: dict, weights_root: str, experiment_name: str
         loaded = {stem: safe_load(path(stem)) for stem, target in wanted.items()
                   if target is not None}
     _check_one_set(loaded, {stem: path(stem) for stem in loaded}, folder)
+    bad = non_finite({path(stem): state for stem, state in loaded.items()})
+    if bad:  # saved so elsewhere (this code never saves one), or changed since
+        raise ValueError(f'{bad[0]!r} holds {bad[2]} non-finite values (NaN or Inf) in '
+                         f'{bad[1]}: these weights cannot train or sample; load another copy '
+                         f'(--load_weights copy<k> or best<k>)')
     saved = upgrade_state(check_state(loaded.pop('state_dict'), path('state_dict')))
     for stem, state in loaded.items():
         if stem.endswith('optim'):

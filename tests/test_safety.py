@@ -186,8 +186,10 @@ def test_files_of_the_wrong_kind_are_refused_at_load(tmp_path, hdf5_file):
     other = _args(tmp_path / 'wide', hdf5_file, '--experiment_name', 'kind', '--num_iters',
                   '1', '--D_ch', '8')
     train.run(utils.parse_config(other))
-    (folder / 'D_optim.pth').write_bytes((tmp_path / 'wide' / 'weights' / 'kind' /
-                                          'D_optim.pth').read_bytes())
+    # Without its set id (as the original's files): another run's would be refused as such.
+    wide = safe_load(str(tmp_path / 'wide' / 'weights' / 'kind' / 'D_optim.pth'))
+    del wide[checkpoints.SET_KEY]
+    torch.save(wide, folder / 'D_optim.pth')
     with pytest.raises(ValueError, match=r"D_optim\.pth': the state 'exp_avg' of parameter"):
         train.run(utils.parse_config(args + ['--resume', '--num_iters', '2']))
 
