@@ -8,15 +8,22 @@ saves a complete checkpoint and ends with the signal's conventional exit status,
 number. A second signal while that checkpoint's files are written abandons the save (the previous
 checkpoint stays the newest, nothing half-written is left); during the final renames, which take
 milliseconds, it waits for them to end (atomic.uninterrupted). SIGINT (Ctrl-C) is not among them:
-it stops at once, as it always did (exit 130).
+it stops at once, as it always did (exit 130). `left_behind` says what any stop leaves: the
+newest checkpoint and a resume command that works from any directory.
 """
+import os
+import shlex
 import signal
+import sys
 from typing import Dict, List, Optional
 
 import atomic
+import checkpoints
+import utils
 
 SIGNALS = ('TERM', 'HUP', 'USR1', 'USR2', 'QUIT', 'XCPU')  # the signals --save_on_signal takes
 DEFAULT = 'TERM,HUP,USR1'
+PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
 
 
 def parse(value: str) -> List[int]:
@@ -49,7 +56,8 @@ class Preempted(Exception):
     """A second signal while the stop's checkpoint was being written: the save is abandoned."""
 
     def __init__(self, signum: int):
-        super().__init__(f'{signal.Signals(signum).name} received twice')
+        super().__init__(f'{signal.Signals(signum).name} received while saving after a stop '
+                         f'signal: that save was abandoned')
         self.signum = signum
 
 
@@ -81,3 +89,19 @@ class StopSignals:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ''
+
+
+def left_behind(config: dict, argv: List[str], how: str = 'interrupted') -> str:
+    """What a stop leaves behind: the newest checkpoint on disk and the command that resumes,
+    which works from any directory (it changes to this one: relative paths stay right)."""
+    name = utils.experiment_name(config)
+    try:
+        itr = checkpoints.read_state(config['weights_root'], name)[0]['itr']
+        saved = f"the newest checkpoint in {os.path.join(config['weights_root'], name)!r} is " \
+                f"iteration {itr}"
+    except (OSError, ValueError):
+        return f'{how} before the first checkpoint was saved: nothing to resume'
+    resume_flag = [] if '--resume' in argv else ['--resume']
+    command = ' '.join(shlex.quote(arg) for arg in [sys.executable, PROGRAM] + argv
+                       + resume_flag)
+    return f'{how}: {saved}; resume with: cd {shlex.quote(os.getcwd())} && {command}'

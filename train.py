@@ -7,12 +7,11 @@ states and data position all come back from the checkpoint.
 """
 import functools
 import os
-import shlex
 import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -33,7 +32,6 @@ from sync_batchnorm import local_statistics
 # Elapsed time for --time_limit and the final report: immune to wall-clock jumps.
 clock = time.monotonic
 TIME_CHECK_EVERY = 10  # iterations between the ranks' --time_limit and signal decisions (torchrun)
-PROGRAM = os.path.abspath(__file__)
 # Flags whose change on --resume is allowed but worth a line: the run goes on differently.
 NOTED_ON_RESUME = ('batch_size', 'dataset', 'data_root', 'seed', 'loss', 'num_D_steps')
 
@@ -504,22 +502,6 @@ def _set_mode(training: bool, *nets) -> None:
             net.train(training)
 
 
-def interrupted(config: dict, argv: List[str], how: str = 'interrupted') -> str:
-    """What a stop leaves behind: the newest checkpoint on disk and the command that resumes,
-    which works from any directory (it changes to this one: relative paths stay right)."""
-    name = utils.experiment_name(config)
-    try:
-        itr = checkpoints.read_state(config['weights_root'], name)[0]['itr']
-        saved = f"the newest checkpoint in {os.path.join(config['weights_root'], name)!r} is " \
-                f"iteration {itr}"
-    except (OSError, ValueError):
-        return f'{how} before the first checkpoint was saved: nothing to resume'
-    resume_flag = [] if '--resume' in argv else ['--resume']
-    command = ' '.join(shlex.quote(arg) for arg in [sys.executable, PROGRAM] + argv
-                       + resume_flag)
-    return f'{how}: {saved}; resume with: cd {shlex.quote(os.getcwd())} && {command}'
-
-
 def main(argv: Optional[list] = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     with utils.exit_on_user_error():
@@ -532,14 +514,14 @@ def main(argv: Optional[list] = None) -> None:
             with utils.exit_on_user_error():
                 run(config, stop)
         except KeyboardInterrupt:
-            print(f'\n{interrupted(config, argv)}', file=sys.stderr)
+            print(f'\n{preemption.left_behind(config, argv)}', file=sys.stderr)
             sys.exit(130)
         except preemption.Preempted as second:
-            how = f'{second}, the second while saving: that save was abandoned'
-            print(f'\n{interrupted(config, argv, how)}', file=sys.stderr)
+            print(f'\n{preemption.left_behind(config, argv, str(second))}', file=sys.stderr)
             sys.exit(preemption.exit_status(second.signum))
     if stop.signum:
-        print(f'\n{interrupted(config, argv, stop.name + " received")}', file=sys.stderr)
+        how = f'{stop.name} received'
+        print(f'\n{preemption.left_behind(config, argv, how)}', file=sys.stderr)
         sys.exit(preemption.exit_status(stop.signum))
 
 

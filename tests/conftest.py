@@ -41,3 +41,21 @@ def leave_spawned_worker() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def assert_same_state(one, two, where: str = '') -> None:
+    """Two loaded checkpoint files hold the same state, tensors bit for bit. The set id is
+    left out: two runs (one straight, one stopped and resumed) each mint their own run id."""
+    import checkpoints
+    if torch.is_tensor(one):
+        assert torch.equal(one, two), where
+    elif isinstance(one, dict):
+        assert one.keys() == two.keys(), where
+        for key in one:
+            if key != checkpoints.SET_KEY:
+                assert_same_state(one[key], two[key], f'{where}.{key}')
+    elif isinstance(one, (list, tuple)):
+        for i, (x, y) in enumerate(zip(one, two)):
+            assert_same_state(x, y, f'{where}[{i}]')
+    else:
+        assert one == two, where

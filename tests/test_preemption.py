@@ -13,7 +13,7 @@ import checkpoints
 import preemption
 import train
 import utils
-from conftest import ROOT
+from conftest import ROOT, assert_same_state
 from safe_pickle import safe_load
 
 TINY = ['--G_ch', '4', '--D_ch', '4', '--G_attn', '0', '--D_attn', '0', '--dim_z', '16',
@@ -48,21 +48,6 @@ def _weights(folder):
             for stem in ('G', 'D', 'G_optim', 'D_optim')}
 
 
-def _assert_equal(one, two, where):
-    if torch.is_tensor(one):
-        assert torch.equal(one, two), where
-    elif isinstance(one, dict):
-        assert one.keys() == two.keys(), where
-        for key in one:
-            if key != checkpoints.SET_KEY:  # the runs differ: each mints its own id
-                _assert_equal(one[key], two[key], f'{where}.{key}')
-    elif isinstance(one, (list, tuple)):
-        for i, (x, y) in enumerate(zip(one, two)):
-            _assert_equal(x, y, f'{where}[{i}]')
-    else:
-        assert one == two, where
-
-
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_saves_and_the_run_resumes_exactly(tmp_path, hdf5_file, signum):
     stopped, straight = tmp_path / 'stopped', tmp_path / 'straight'
@@ -89,7 +74,7 @@ def test_a_signal_saves_and_the_run_resumes_exactly(tmp_path, hdf5_file, signum)
                                        '--save_every', '1000')))
     one, two = _weights(straight / 'weights' / 'run'), _weights(folder)
     for stem in one:
-        _assert_equal(one[stem], two[stem], stem)
+        assert_same_state(one[stem], two[stem], stem)
 
 
 SECOND_SIGNAL = r'''

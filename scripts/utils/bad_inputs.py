@@ -291,7 +291,8 @@ RELIABILITY_CASES = [
     ('--resume: G.pth holding a NaN (saved by another program)', lambda c: (
         _trained(c), _nan_G(c), ('train.py', c.train_args('--resume', '--num_iters', '3')))[2]),
     ('--resume without --ema on an EMA run', lambda c: (
-        _trained(c, 'run', '--ema'), ('train.py', c.train_args('--resume', '--num_iters', '3')))[1]),
+        _trained(c, 'run', '--ema'),
+        ('train.py', c.train_args('--resume', '--num_iters', '3')))[1]),
     ('--resume --ema on a run trained without it', lambda c: (
         _trained(c), ('train.py', c.train_args('--resume', '--ema', '--num_iters', '3')))[1]),
     ('sample.py on a journal naming a truncated temporary (reads, repairs nothing)', lambda c: (
