@@ -126,7 +126,7 @@ def take_folder(config: dict, experiment_name: str) -> Optional[atomic.RunLock]:
         if config['resume'] and not os.path.isdir(folder):
             # Before the lock makes the folder: the error lists the experiments there are.
             checkpoints.checkpoint_folder(config['weights_root'], experiment_name)
-        # The wait covers a reader (sample.py) finishing an interrupted save meanwhile.
+        # The wait covers a trainer that is ending (its lock goes with its process).
         lock = atomic.RunLock(folder, 'train.py').acquire(wait=5.0)
         try:
             for note in checkpoints.recover(folder):

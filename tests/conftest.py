@@ -59,3 +59,15 @@ def assert_same_state(one, two, where: str = '') -> None:
             assert_same_state(x, y, f'{where}[{i}]')
     else:
         assert one == two, where
+
+
+def one_error_line(result, *fragments: str) -> str:
+    """A program's run ended as bad input should: exit 2, no traceback, one `error:` line on
+    stderr holding each of `fragments`. Returns that line."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+    assert len(lines) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

@@ -85,3 +85,20 @@ def write_fmnist(folder: str, images: np.ndarray, labels: np.ndarray) -> str:
             f.write(struct.pack('>IIII', 2051, len(images), 28, 28)
                     + images.astype(np.uint8).tobytes())
     return folder
+
+
+def flip_tensor_bytes(path: str, count: int = 64) -> None:
+    """Damage a torch file as a bad disk or copy would: invert `count` bytes in the middle of
+    its largest zip record (a tensor's data), leaving the zip's structure readable."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    with open(path, 'r+b') as f:
+        f.seek(info.header_offset + 26)  # the local header's name and extra-field lengths
+        name_length, extra_length = struct.unpack('<HH', f.read(4))
+        start = info.header_offset + 30 + name_length + extra_length + info.file_size // 2
+        f.seek(start)
+        data = f.read(count)
+        f.seek(start)
+        f.write(bytes(b ^ 0xFF for b in data))

@@ -2,10 +2,8 @@
 CRC-32s checked at load, files of another run refused, and a file set fixed by the run."""
 import json
 import os
-import struct
 import subprocess
 import sys
-import zipfile
 
 import pytest
 
@@ -14,7 +12,8 @@ import sample
 import sample_config
 import train
 import utils
-from conftest import ROOT
+from conftest import ROOT, one_error_line
+from data_helpers import flip_tensor_bytes
 from safe_pickle import safe_load
 
 TINY = ['--G_ch', '4', '--D_ch', '4', '--G_attn', '0', '--D_attn', '0', '--dim_z', '16',
@@ -32,16 +31,6 @@ def _args(tmp, hdf5_file, name, *extra):
 def _cli(program, argv, cwd):
     return subprocess.run([sys.executable, os.path.join(ROOT, program)] + argv,
                           capture_output=True, text=True, cwd=str(cwd))
-
-
-def _one_error_line(result, *fragments):
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
-    assert len(lines) == 1, result.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def _files(folder):
@@ -112,24 +101,10 @@ def test_a_journal_of_bad_temporaries_leaves_the_good_files(tmp_path, hdf5_file,
 # Integrity and provenance
 # ------------------------------------------------------------------------------------------------
 
-def _flip_tensor_bytes(path, count=64):
-    """Invert `count` bytes in the middle of the largest record (a tensor's data)."""
-    with zipfile.ZipFile(path) as archive:
-        info = max(archive.infolist(), key=lambda i: i.file_size)
-    with open(path, 'r+b') as f:
-        f.seek(info.header_offset + 26)
-        name_length, extra_length = struct.unpack('<HH', f.read(4))
-        start = info.header_offset + 30 + name_length + extra_length + info.file_size // 2
-        f.seek(start)
-        data = f.read(count)
-        f.seek(start)
-        f.write(bytes(b ^ 0xFF for b in data))
-
-
 def test_flipped_bytes_are_refused_naming_the_file(tmp_path, hdf5_file, two_runs):
     folder = _copy_run(tmp_path, two_runs, tmp_path)
-    _flip_tensor_bytes(folder / 'G.pth')
-    line = _one_error_line(_cli('train.py', _args(tmp_path, hdf5_file, 'a', '--num_iters', '2',
+    flip_tensor_bytes(folder / 'G.pth')
+    line = one_error_line(_cli('train.py', _args(tmp_path, hdf5_file, 'a', '--num_iters', '2',
                                                   '--resume'), tmp_path),
                            f"{folder / 'G.pth'}", 'is corrupt', 'CRC-32')
     assert 'load another copy' in line
@@ -139,10 +114,10 @@ def test_a_same_iteration_file_of_another_run_is_refused(tmp_path, hdf5_file, tw
     folder = _copy_run(tmp_path, two_runs, tmp_path)
     (folder / 'G.pth').write_bytes((two_runs / 'weights' / 'b' / 'G.pth').read_bytes())
     before = _files(folder)
-    _one_error_line(_cli('train.py', _args(tmp_path, hdf5_file, 'a', '--num_iters', '2',
+    one_error_line(_cli('train.py', _args(tmp_path, hdf5_file, 'a', '--num_iters', '2',
                                            '--resume'), tmp_path),
                     f"'{folder / 'G.pth'}' is from another run", 'mixes files')
-    _one_error_line(_cli('sample.py', ['--experiment_name', 'a', '--config_from_name',
+    one_error_line(_cli('sample.py', ['--experiment_name', 'a', '--config_from_name',
                                        '--weights_root', str(tmp_path / 'weights'),
                                        '--sample_random'], tmp_path),
                     f"'{folder / 'G.pth'}' is from another run")
@@ -173,7 +148,7 @@ def test_a_resume_without_ema_on_an_ema_run_is_refused_and_the_run_stays_loadabl
     train.run(utils.parse_config(_args(tmp_path, hdf5_file, 'e', '--num_iters', '1', *ema)))
     folder = tmp_path / 'weights' / 'e'
     before = _files(folder)
-    _one_error_line(_cli('train.py', _args(tmp_path, hdf5_file, 'e', '--num_iters', '2',
+    one_error_line(_cli('train.py', _args(tmp_path, hdf5_file, 'e', '--num_iters', '2',
                                            '--resume'), tmp_path),
                     'trained with --ema', 'G_ema.pth', 'add --ema')
     assert _files(folder) == before
@@ -184,7 +159,7 @@ def test_a_resume_without_ema_on_an_ema_run_is_refused_and_the_run_stays_loadabl
     assert _sample(tmp_path, hdf5_file, 'e', '--use_ema')[1]['itr'] == 2
     # And the other way round: --ema on a run trained without it.
     train.run(utils.parse_config(_args(tmp_path, hdf5_file, 'p', '--num_iters', '1')))
-    _one_error_line(_cli('train.py', _args(tmp_path, hdf5_file, 'p', '--num_iters', '2',
+    one_error_line(_cli('train.py', _args(tmp_path, hdf5_file, 'p', '--num_iters', '2',
                                            '--resume', '--ema'), tmp_path),
                     'trained without --ema', 'drop --ema')
 

@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 import atomic  # noqa: E402
-from data_helpers import make_image_folder, random_hdf5  # noqa: E402
+from data_helpers import flip_tensor_bytes, make_image_folder, random_hdf5  # noqa: E402
 
 TINY = ['--G_ch', '4', '--D_ch', '4', '--G_attn', '0', '--D_attn', '0', '--dim_z', '16',
         '--batch_size', '4', '--num_D_steps', '1', '--num_workers', '0', '--pbar', 'none',
@@ -220,22 +220,6 @@ CASES = [
 # Preemption, recovery, integrity and provenance, the file set of a run
 # ------------------------------------------------------------------------------------------------
 
-def _flip_bytes(path: str, count: int = 64) -> None:
-    """Invert `count` bytes in the middle of the file's largest zip record (tensor data)."""
-    import struct
-    import zipfile
-    with zipfile.ZipFile(path) as archive:
-        info = max(archive.infolist(), key=lambda i: i.file_size)
-    with open(path, 'r+b') as f:
-        f.seek(info.header_offset + 26)
-        name_length, extra_length = struct.unpack('<HH', f.read(4))
-        start = info.header_offset + 30 + name_length + extra_length + info.file_size // 2
-        f.seek(start)
-        data = f.read(count)
-        f.seek(start)
-        f.write(bytes(b ^ 0xFF for b in data))
-
-
 def _bad_journal(case: Case, foreign: bool) -> None:
     """A journal of an interrupted save naming a truncated temporary of G.pth, or one of
     another run (as a folder copied in the middle of a save)."""
@@ -277,10 +261,10 @@ RELIABILITY_CASES = [
     ('--save_on_signal TERM,KILL', lambda c: (
         'train.py', c.train_args('--save_on_signal', 'TERM,KILL'))),
     ('--resume: G.pth with 64 bytes flipped', lambda c: (
-        _trained(c), _flip_bytes(os.path.join(c.folder(), 'G.pth')),
+        _trained(c), flip_tensor_bytes(os.path.join(c.folder(), 'G.pth')),
         ('train.py', c.train_args('--resume', '--num_iters', '3')))[2]),
     ('sample.py: G.pth with 64 bytes flipped', lambda c: (
-        _trained(c), _flip_bytes(os.path.join(c.folder(), 'G.pth')),
+        _trained(c), flip_tensor_bytes(os.path.join(c.folder(), 'G.pth')),
         ('sample.py', c.train_args('--sample_random')))[2]),
     ('--resume: G.pth of another run, same seed and iteration', lambda c: (
         _trained(c), _trained(c, 'other'), _copy_between(c, 'other', 'G.pth'),
