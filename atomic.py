@@ -7,6 +7,8 @@ folder and let readers see whole checkpoints.
   the life of the training process; the OS releases it when the process dies, however it dies.
 - `set_lock(folder, shared)`: held exclusively while a checkpoint's files are renamed into place,
   shared while a reader reads them, so a reader sees the set before the save or after it.
+- `uninterrupted()`: a block (a save's renames) that a signal handler's exception must not cut
+  short; `raise_when_safe` (from the handler) raises at once outside it, at its end inside it.
 Files get the permissions the umask gives any new file (`new_file_mode`).
 
 Temporaries are named `.tmp-<PID>-<host>-<name>` (`temp_path`): a later run removes those of
@@ -169,6 +171,34 @@ def atomic_write(path: str, write) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+class _Uninterrupted:
+    depth = 0
+    deferred: Optional[BaseException] = None
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A block that `raise_when_safe` does not interrupt: an exception it is given meanwhile is
+    raised when the outermost such block ends (normally; an error inside wins)."""
+    _Uninterrupted.depth += 1
+    try:
+        yield
+    finally:
+        _Uninterrupted.depth -= 1
+    if _Uninterrupted.depth == 0 and _Uninterrupted.deferred is not None:
+        error, _Uninterrupted.deferred = _Uninterrupted.deferred, None
+        raise error
+
+
+def raise_when_safe(error: BaseException) -> None:
+    """From a signal handler: raise `error` now, or at the end of the `uninterrupted` block the
+    program is in (renames half done would leave a mixed set for readers until recovery)."""
+    if _Uninterrupted.depth:
+        _Uninterrupted.deferred = error
+        return
+    raise error
 
 
 # ------------------------------------------------------------------------------------------------

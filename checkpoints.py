@@ -2,25 +2,30 @@
 state_dict, G_ema}[_<suffix>].pth`, saved as one unit and loaded safely.
 
 A save checks every tensor is finite, writes each file to a temporary name and fsyncs it, writes a
-journal naming the set, then renames the files into place holding the folder's set lock
-exclusively, and removes the journal. Every file of a set carries the same set id (in a module
-state_dict's metadata, as an extra key in the others; the original's loaders ignore both).
+journal naming the set (each temporary, its size and the set id), then renames the files into
+place holding the folder's set lock exclusively, and removes the journal. Every file of a set
+carries the same set id (in a module state_dict's metadata, as an extra key in the others; the
+original's loaders ignore both): the run's id (minted when the run starts, kept across resumes)
+and a digest of the training state, so that files of two runs with the same seed and iteration
+differ too.
 
-Only the process that holds the folder's run lock (atomic.RunLock: the trainer) finishes a save
-that a crash interrupted after its journal (`recover`), or discards the temporaries of one
-interrupted before; a reader that finds such leftovers does so only when it can take that lock,
-that is, when no trainer is alive. Readers hold the set lock shared while reading, so they see a
-whole set; a set mixed anyway (by hand, or by older code) is refused by its ids.
+Only the process that holds the folder's run lock (atomic.RunLock: the trainer) touches a save
+that a crash interrupted (`recover`): it finishes one whose journal's temporaries are all there,
+of the journal's size, loadable and of the journal's set, and otherwise discards the save,
+keeping the files in place. Readers never change the folder: they hold the set lock shared while
+reading, so they see a whole set; a set mixed anyway (by hand, or a crash mid-rename not yet
+recovered) is refused by its ids.
 
-Loading never runs code from a file (safe_pickle) and checks what it finds: a state file that
-holds no training state, weights or optimizer states of another shape, mixed sets.
+Loading never runs code from a file (safe_pickle, which also checks each file's CRC-32s) and
+checks what it finds: a state file that holds no training state, weights or optimizer states of
+another shape, mixed sets, files of another run.
 """
 import collections
 import hashlib
 import io
 import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,6 +36,7 @@ from safe_pickle import safe_load
 
 WEIGHT_FILES = ('G', 'G_optim', 'D', 'D_optim', 'state_dict', 'G_ema')
 SET_KEY = 'checkpoint_set'  # the id shared by the files of one save
+RUN_KEY = 'run_id'  # the training state's id of the run, minted at its start
 _JOURNAL = '.saving{}.json'
 
 
@@ -43,8 +49,11 @@ def file_name(stem: str, suffix: Optional[str] = None) -> str:
 # Saving a set
 # ------------------------------------------------------------------------------------------------
 
-def save_set(objects: Dict[str, object], folder: str, tag: str = '') -> None:
-    """Save {file name: object} into `folder` as one unit (see the module docstring)."""
+def save_set(objects: Dict[str, object], folder: str, tag: str = '',
+             set_id: Optional[str] = None) -> None:
+    """Save {file name: object} into `folder` as one unit (see the module docstring). An
+    exception while the temporaries are written (a second signal, a full disk) leaves the files
+    in place as they were; the journal and renames run to their end (atomic.uninterrupted)."""
     os.makedirs(folder, exist_ok=True)
     temps = {}
     try:
@@ -55,21 +64,57 @@ def save_set(objects: Dict[str, object], folder: str, tag: str = '') -> None:
             atomic.remove(tmp)
         raise
     journal = os.path.join(folder, _JOURNAL.format(tag))
-    atomic.atomic_write_text(journal, json.dumps({name: os.path.basename(tmp)
-                                                  for name, tmp in temps.items()}))
-    with atomic.set_lock(folder, shared=False):
-        _roll_forward(folder, journal)
+    files = {name: {'temp': os.path.basename(tmp), 'size': os.path.getsize(tmp)}
+             for name, tmp in temps.items()}
+    with atomic.uninterrupted():
+        atomic.atomic_write_text(journal, json.dumps({'set': set_id, 'files': files}))
+        with atomic.set_lock(folder, shared=False):
+            _roll_forward(folder, journal, files)
 
 
-def _roll_forward(folder: str, journal: str) -> None:
+def _read_journal(journal: str) -> Tuple[Optional[str], Dict[str, dict]]:
+    """(set id, {file name: {temp, size}}); older code's journal was {file name: temp}."""
     with open(journal) as f:
-        pending = json.load(f)
-    for name, tmp in pending.items():
-        tmp_path = os.path.join(folder, tmp)
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError('not a journal')
+    if isinstance(data.get('files'), dict):
+        return data.get('set'), data['files']
+    return None, {name: {'temp': tmp, 'size': None} for name, tmp in data.items()}
+
+
+def _roll_forward(folder: str, journal: str, files: Dict[str, dict]) -> None:
+    for name, entry in files.items():
+        tmp_path = os.path.join(folder, entry['temp'])
         if os.path.exists(tmp_path):
             os.replace(tmp_path, os.path.join(folder, name))
     atomic.fsync_dir(folder)
     atomic.remove(journal)
+
+
+def _incomplete(folder: str, set_id: Optional[str], files: Dict[str, dict]) -> Optional[str]:
+    """Why a journal's save cannot be finished (None when it can): each file, as a temporary
+    or already renamed into place, must have the size recorded, load, and carry the set id."""
+    ids = set()
+    for name, entry in files.items():
+        path = os.path.join(folder, os.path.basename(str(entry.get('temp', ''))))
+        if not os.path.isfile(path):
+            path = os.path.join(folder, name)  # renamed before the interruption, or missing
+        if not os.path.isfile(path):
+            return f'{name} is missing'
+        size = entry.get('size')
+        if size is not None and os.path.getsize(path) != size:
+            return (f'{os.path.basename(path)} has {os.path.getsize(path)} bytes, the save '
+                    f'wrote {size}')
+        try:
+            ids.add(set_id_of(safe_load(path)))
+        except (ValueError, OSError) as error:
+            return str(error)
+        if set_id is not None and ids != {set_id}:
+            return f'{os.path.basename(path)} belongs to another save'
+    if set_id is None and (len(ids) != 1 or None in ids):
+        return 'its files belong to different saves'
+    return None
 
 
 def leftovers(folder: str) -> list:
@@ -81,30 +126,31 @@ def leftovers(folder: str) -> list:
                   or (entry.startswith('.saving') and entry.endswith('.json')))
 
 
-def recover(folder: str) -> None:
-    """Finish a save that was interrupted after its journal was written; discard temporaries
-    of saves interrupted before. Call only holding the folder's RunLock."""
+def recover(folder: str) -> List[str]:
+    """Finish a save that was interrupted after its journal was written when all its files are
+    whole and its own, else discard it; discard temporaries of saves interrupted before. Call
+    only holding the folder's RunLock. Returns a note for each journal found."""
+    notes = []
     with atomic.set_lock(folder, shared=False):
         for entry in leftovers(folder):
-            if entry.startswith('.saving'):
-                try:
-                    _roll_forward(folder, os.path.join(folder, entry))
-                except (ValueError, OSError):
-                    atomic.remove(os.path.join(folder, entry))  # torn journal: nothing renamed
+            if not entry.startswith('.saving'):
+                continue
+            journal = os.path.join(folder, entry)
+            try:
+                set_id, files = _read_journal(journal)
+                problem = _incomplete(folder, set_id, files)
+            except (ValueError, OSError, KeyError, TypeError, AttributeError):
+                problem = 'its journal is torn'  # written before any rename
+            if problem is None:
+                _roll_forward(folder, journal, files)
+                notes.append(f'Note: finished the save that was interrupted in {folder!r}')
+            else:
+                atomic.remove(journal)
+                notes.append(f'Note: discarded the interrupted save in {folder!r} ({problem}); '
+                             f'the files in place are kept')
         for entry in leftovers(folder):
             atomic.remove(os.path.join(folder, entry))
-
-
-def recover_if_abandoned(folder: str) -> None:
-    """A reader's `recover`: only when no trainer holds the folder (its save may be running)."""
-    if not leftovers(folder):
-        return
-    lock = atomic.RunLock(folder, 'finishing an interrupted save')
-    if lock.try_acquire():
-        try:
-            recover(folder)
-        finally:
-            lock.release()
+    return notes
 
 
 def _tensors(obj, prefix: str = ''):
@@ -120,9 +166,9 @@ def _tensors(obj, prefix: str = ''):
             yield from _tensors(value, f'{prefix}.{i}')
 
 
-def check_finite_tensors(objects: Dict[str, object], itr) -> None:
-    """FloatingPointError naming the file, tensor and iteration when any tensor about to be
-    saved holds a NaN or Inf (one device sync per device, not one per tensor)."""
+def non_finite(objects: Dict[str, object]) -> Optional[Tuple[str, str, int]]:
+    """(file, tensor, count) of the first tensor holding a NaN or Inf, else None (one device
+    sync per device, not one per tensor)."""
     found = [(name, key, t) for name, obj in objects.items() for key, t in _tensors(obj)]
     by_device = collections.defaultdict(list)
     for entry in found:
@@ -131,24 +177,40 @@ def check_finite_tensors(objects: Dict[str, object], itr) -> None:
         ok = torch.stack([torch.isfinite(t).all() for _, _, t in entries]).tolist()
         for (name, key, t), good in zip(entries, ok):
             if not good:
-                bad = int((~torch.isfinite(t)).sum())
-                raise FloatingPointError(
-                    f'iteration {itr}: {name} {key} holds {bad} non-finite values (NaN or '
-                    f'Inf); nothing was saved and the last checkpoint stays the newest. Lower '
-                    f'the learning rates, or resume from a copy')
+                return name, key, int((~torch.isfinite(t)).sum())
+    return None
+
+
+def check_finite_tensors(objects: Dict[str, object], itr) -> None:
+    """FloatingPointError naming the file, tensor and iteration when any tensor about to be
+    saved holds a NaN or Inf."""
+    bad = non_finite(objects)
+    if bad:
+        raise FloatingPointError(
+            f'iteration {itr}: {bad[0]} {bad[1]} holds {bad[2]} non-finite values (NaN or '
+            f'Inf); nothing was saved and the last checkpoint stays the newest. Lower '
+            f'the learning rates, or resume from a copy')
 
 
 def state_id(state_dict: dict, name_suffix: Optional[str] = None) -> str:
-    """The set id of a save: a digest of its slot and training state (iteration, epoch, ring
-    counters, best scores, the training noise's state), so saves at different points get
-    different ids while an exactly resumed run saving the same state gets the same one. Left
-    out: the config (it records --resume) and torch's global RNG (a resumed loader draws its
-    seed from it, and training draws nothing else from it)."""
+    """The set id of a save: `<run id>:<digest>`, the digest of its slot and training state
+    (iteration, epoch, ring counters, best scores, the training noise's state, the run id), so
+    saves at different points or of different runs get different ids while a resumed run
+    saving the same state gets the same one. Left out: the config (it records --resume) and
+    torch's global RNG (a resumed loader draws its seed from it, and training draws nothing
+    else from it)."""
     state = {key: value for key, value in state_dict.items() if key not in ('config', 'rng')}
     state['sampler'] = (state_dict.get('rng') or {}).get('sampler')
     buffer = io.BytesIO()
     torch.save({'slot': name_suffix or '', 'state': state}, buffer)
-    return hashlib.sha256(buffer.getvalue()).hexdigest()[:16]
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:16]
+    run_id = state_dict.get(RUN_KEY)
+    return f'{run_id}:{digest}' if run_id else digest
+
+
+def run_of(set_id: Optional[str]) -> Optional[str]:
+    """The run id within a set id (None for a set id of older code)."""
+    return set_id.split(':')[0] if set_id and ':' in set_id else None
 
 
 def _with_set_id(obj: dict, set_id: str, weights: bool) -> dict:
@@ -183,7 +245,7 @@ def save_weights(G, D, state_dict: dict, weights_root: str, experiment_name: str
     set_id = state_id(state_dict, name_suffix)
     weights = {file_name(stem, name_suffix) for stem in ('G', 'D', 'G_ema')}
     save_set({name: _with_set_id(obj, set_id, name in weights) for name, obj in objects.items()},
-             folder, tag=name_suffix or '')
+             folder, tag=name_suffix or '', set_id=set_id)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -293,7 +355,6 @@ def checkpoint_folder(weights_root: str, experiment_name: str, name_suffix: Opti
         raise FileNotFoundError(f'no {what} for experiment {experiment_name!r}: {folder!r} does '
                                 f'not exist ({weights_root!r} {listing}). Pass '
                                 f'--experiment_name, or the same flags as the training run')
-    recover_if_abandoned(folder)
     if not os.path.isfile(os.path.join(folder, file_name('G', name_suffix))):
         have = sorted(f for f in os.listdir(folder) if f.endswith('.pth'))
         raise FileNotFoundError(f"{folder!r} has no {file_name('G', name_suffix)} "
@@ -317,19 +378,28 @@ def read_state(weights_root: str, experiment_name: str,
     return upgrade_state(check_state(state, path)), path
 
 
-def _check_one_set(loaded: Dict[str, object], folder: str) -> None:
-    """All files of one save carry one set id; files without one (the original's) pass."""
+def _check_one_set(loaded: Dict[str, object], paths: Dict[str, str], folder: str) -> None:
+    """All files of one save carry one set id; files without one (the original's) pass. The
+    error names the files that differ from the state file (another run, or another save)."""
     ids = {name: set_id_of(obj) for name, obj in loaded.items()}
     found = {i for i in ids.values() if i}
-    if len(found) > 1:
-        groups = collections.defaultdict(list)
-        for name, set_id in ids.items():
-            groups[set_id or 'none'].append(name)
-        described = '; '.join(f"{', '.join(names)} from save {set_id[:8]}"
-                              for set_id, names in groups.items())
-        raise ValueError(f'the checkpoint in {folder!r} mixes files of different saves '
-                         f'({described}); load a complete copy (--load_weights copy<k> or '
-                         f'best<k>)')
+    if len(found) <= 1:
+        return
+    groups = collections.defaultdict(list)
+    for name, set_id in ids.items():
+        groups[set_id or 'none'].append(name)
+    reference = ids.get('state_dict') or max(groups, key=lambda i: len(groups[i]))
+    odd = [name for name, set_id in ids.items() if set_id and set_id != reference]
+    other_run = any(run_of(ids[name]) != run_of(reference) for name in odd)
+    described = '; '.join(f"{', '.join(names)} from save {set_id.split(':')[-1][:8]}"
+                          for set_id, names in groups.items())
+    pending = (' (an interrupted save is pending: train.py --resume finishes or discards it)'
+               if any(entry.startswith('.saving') for entry in leftovers(folder)) else '')
+    raise ValueError(f"{', '.join(repr(paths[name]) for name in odd)} "
+                     f"{'is' if len(odd) == 1 else 'are'} from "
+                     f"{'another run' if other_run else 'another save'}: the checkpoint in "
+                     f'{folder!r} mixes files of different saves ({described}){pending}; load a '
+                     f'complete copy (--load_weights copy<k> or best<k>)')
 
 
 def load_weights(G, D, state_dict: dict, weights_root: str, experiment_name: str,
@@ -353,7 +423,12 @@ def load_weights(G, D, state_dict: dict, weights_root: str, experiment_name: str
     with atomic.set_lock(folder, shared=True):
         loaded = {stem: safe_load(path(stem)) for stem, target in wanted.items()
                   if target is not None}
-    _check_one_set(loaded, folder)
+    _check_one_set(loaded, {stem: path(stem) for stem in loaded}, folder)
+    bad = non_finite({path(stem): state for stem, state in loaded.items()})
+    if bad:  # saved so elsewhere (this code never saves one), or changed since
+        raise ValueError(f'{bad[0]!r} holds {bad[2]} non-finite values (NaN or Inf) in '
+                         f'{bad[1]}: these weights cannot train or sample; load another copy '
+                         f'(--load_weights copy<k> or best<k>)')
     saved = upgrade_state(check_state(loaded.pop('state_dict'), path('state_dict')))
     for stem, state in loaded.items():
         if stem.endswith('optim'):

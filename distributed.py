@@ -137,11 +137,16 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every process when `flag` is true on at least one (one small all-reduce)."""
+    return bool(max_over_ranks(int(flag), device))
+
+
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of every process's `value` (one small all-reduce)."""
     if world_size() == 1:
-        return flag
-    value = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+        return value
+    tensor = torch.tensor([float(value)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 # ------------------------------------------------------------------------------------------------

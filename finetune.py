@@ -47,7 +47,6 @@ def source_states(path: str) -> Tuple[dict, Optional[dict]]:
         return (pretrained_files.read_weights(have[G_name]),
                 pretrained_files.read_weights(have['D']) if 'D' in have else None)
     if os.path.isdir(path):
-        checkpoints.recover_if_abandoned(path)
         G_path, D_path = (os.path.join(path, checkpoints.file_name(stem)) for stem in 'GD')
         if not os.path.isfile(G_path):
             have = sorted(f for f in os.listdir(path) if f.endswith('.pth'))

@@ -253,6 +253,10 @@ NEW_FLAGS = [
       'num_epochs)', 'train', limits='>= 0'),
     F('time_limit', float, 0.0, 'stop (and save) after M minutes of training, e.g. before a '
       "cluster job's wall-time limit (0: none)", 'train', limits='>= 0'),
+    F('save_on_signal', str, 'TERM,HUP,USR1', 'signals that end training after the current '
+      'iteration with a checkpoint, exit status 128 + the signal (a cluster\'s warning before it '
+      "kills a job, e.g. SLURM's --signal=USR1@120); a comma-separated list of TERM, HUP, USR1, "
+      "USR2, QUIT, XCPU, or 'none'", 'run', check=From('preemption', 'check')),
     F('loss', str, 'hinge', 'GAN loss', 'train', choices=From('losses', 'LOSSES')),
     F('unconditional', FLAG, False, 'train without labels: every image is of one class (a '
       'flat --dataset ImageFolder folder is one class anyway)', 'data', tag='uncond'),

@@ -179,8 +179,9 @@ def check_finite(metrics: Dict[str, float], itr: int) -> None:
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
         raise FloatingPointError(
-            f'iteration {itr}: non-finite loss {bad}; stopping without saving, the last '
-            f'checkpoint is intact. Lower the learning rates, or resume from a copy')
+            f'iteration {itr}: non-finite loss {bad}; stopping without saving (checkpoints '
+            f'saved before are left as they were). Lower the learning rates, or resume from '
+            f'an earlier copy')
 
 
 class DeferredLog:

@@ -6,12 +6,17 @@ turns them back into plain names and floats. The result is converted with `plain
 every object once and refuses structures nested deeper than MAX_DEPTH or holding more than
 MAX_OBJECTS containers and scalars: a small hostile pickle (each level referencing the previous
 twice) would otherwise expand exponentially.
+
+A file in torch's zip format is first checked against the CRC-32 its zip records carry (torch
+itself never checks them, so flipped bytes in a tensor would load silently): one extra read of
+the file, about a tenth of a second for a 280 MB G.pth.
 """
 import _compat_pickle
 import collections
 import os
 import pickle
 import warnings
+import zipfile
 
 import numpy as np
 import torch
@@ -104,11 +109,31 @@ class _RestrictedPickle:
         return _RestrictedUnpickler(f, **kwargs).load()
 
 
+def check_crc(path: str) -> None:
+    """ValueError naming the file when a record of a zip-format torch file does not match the
+    CRC-32 stored for it. The legacy format (older torch) stores none: nothing to check."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as record:  # raises BadZipFile at the end on a mismatch
+                    while record.read(1 << 24):
+                        pass
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError,
+            NotImplementedError) as error:
+        raise ValueError(f'checkpoint file {path!r} is corrupt ({error}): its bytes changed '
+                         f'after it was saved; load another copy (--load_weights copy<k>) or '
+                         f'save it again') from None
+
+
 def safe_load(path: str, map_location='cpu'):
-    """torch.load without running code from the file, bounded (see `plain`). Raises a clear
-    ValueError naming the file for an empty, corrupt, hostile or oversized one."""
+    """torch.load without running code from the file, bounded (see `plain`), after its
+    checksums (`check_crc`). Raises a clear ValueError naming the file for an empty, corrupt,
+    hostile or oversized one."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint file {path!r} does not exist')
+    check_crc(path)
     try:
         return plain(torch.load(path, map_location=map_location, weights_only=True), path)
     except pickle.UnpicklingError:

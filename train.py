@@ -8,10 +8,10 @@ states and data position all come back from the checkpoint.
 import dataclasses
 import functools
 import os
-import shlex
 import sys
 import time
-from typing import Any, Callable, List, Optional
+import uuid
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import datasets
 import distributed
 import finetune
 import loggers
+import preemption
 import run_trackers
 import sampling
 import train_fns
@@ -31,7 +32,9 @@ from sync_batchnorm import local_statistics
 
 # Elapsed time for --time_limit and the final report: immune to wall-clock jumps.
 clock = time.monotonic
-TIME_CHECK_EVERY = 10  # iterations between the ranks' --time_limit decisions under torchrun
+TIME_CHECK_EVERY = 10  # iterations between the ranks' --time_limit and signal decisions (torchrun)
+# Flags whose change on --resume is allowed but worth a line: the run goes on differently.
+NOTED_ON_RESUME = ('batch_size', 'dataset', 'data_root', 'seed', 'loss', 'num_D_steps')
 
 
 def make_optimizers(G, D, config: dict, device: torch.device, fast: bool = True):
@@ -99,14 +102,15 @@ class _Silent:
         pass
 
 
-def run(config: dict) -> dict:
+def run(config: dict, stop: Optional[preemption.StopSignals] = None) -> dict:
     """The whole training program, in one process of possibly several (torchrun). Returns the
-    final training state."""
+    final training state. With `stop` (the signal handlers of --save_on_signal), a signal
+    ends the loop after its iteration with a checkpoint."""
     device = distributed.setup(utils.get_device(config))
     finished = False
     try:
         distributed.check_flags(config, device)
-        state = _train(config, device)
+        state = _train(config, device, stop)
         finished = True
         return state
     finally:
@@ -123,10 +127,11 @@ def take_folder(config: dict, experiment_name: str) -> Optional[atomic.RunLock]:
         if config['resume'] and not os.path.isdir(folder):
             # Before the lock makes the folder: the error lists the experiments there are.
             checkpoints.checkpoint_folder(config['weights_root'], experiment_name)
-        # The wait covers a reader (sample.py) finishing an interrupted save meanwhile.
+        # The wait covers a trainer that is ending (its lock goes with its process).
         lock = atomic.RunLock(folder, 'train.py').acquire(wait=5.0)
         try:
-            checkpoints.recover(folder)
+            for note in checkpoints.recover(folder):
+                print(note)
             if not (config['resume'] or config['overwrite']):
                 existing = [f for f in ('state_dict.pth', 'G.pth')
                             if os.path.isfile(os.path.join(folder, f))]
@@ -224,6 +229,7 @@ class Run:
     last_itr: int
     draw: torch.nn.Module  # the G that sheets and metrics sample: sampling.FastG on the fast path
     trackers: run_trackers.Trackers  # --tensorboard, --wandb (rank 0)
+    stop: Optional[preemption.StopSignals] = None  # --save_on_signal's handlers (main only)
 
 
 def preflight(config: dict) -> None:
@@ -241,7 +247,31 @@ def preflight(config: dict) -> None:
                                        ' --finetune_from is used at a fresh start only')
 
 
-def _train(config: dict, device: torch.device) -> dict:
+def check_resume(config: dict, saved: dict, folder: str) -> None:
+    """Before anything is built: the flags that decide which files a save writes (--ema: the
+    G_ema file) must be the run's, so that no save leaves a set mixed with an older file; a
+    changed batch size, data set, seed, loss or number of D steps is one note each."""
+    slot = config['load_weights'] or None
+    has_ema = bool(saved['config'].get('ema')) or os.path.isfile(
+        os.path.join(folder, checkpoints.file_name('G_ema', slot)))
+    if has_ema != bool(config['ema']):
+        if has_ema:
+            raise ValueError(f"--resume: the run in {folder!r} was trained with --ema (its "
+                             f"checkpoint holds {checkpoints.file_name('G_ema', slot)}); add "
+                             f"--ema to continue it (a save without would leave an older "
+                             f"G_ema beside the new files)")
+        raise ValueError(f'--resume: the run in {folder!r} was trained without --ema (its '
+                         f'checkpoint has no G_ema); drop --ema to continue it, or start a '
+                         f'new run (--experiment_name) with it')
+    for key in NOTED_ON_RESUME:
+        if key in saved['config'] and saved['config'][key] != config[key]:
+            distributed.main_process_print(f"Note: --{key} {saved['config'][key]} of the "
+                                           f"checkpoint's run becomes {config[key]} (the "
+                                           f"command line)")
+
+
+def _train(config: dict, device: torch.device,
+           stop: Optional[preemption.StopSignals] = None) -> dict:
     """`run` in this process, on `device`."""
     utils.setup_torch(utils.Config({**config, 'device': str(device)}))
     say = distributed.main_process_print
@@ -255,14 +285,15 @@ def _train(config: dict, device: torch.device) -> dict:
     metrics = prepare_metrics(config, device, config['num_iters']) if config['num_iters'] else None
     lock = take_folder(config, experiment_name)
     try:
-        return _train_locked(config, device, experiment_name, metrics)
+        return _train_locked(config, device, experiment_name, metrics, stop)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _train_locked(config: dict, device: torch.device, experiment_name: str,
-                  get_inception_metrics: Optional[Callable] = None) -> dict:
+                  get_inception_metrics: Optional[Callable] = None,
+                  stop: Optional[preemption.StopSignals] = None) -> dict:
     """`_train` holding the weights folder. Everything that can fail on bad input (the data,
     the checkpoint, the metrics' files) is checked before the models are built."""
     say = distributed.main_process_print
@@ -270,6 +301,7 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
     if config['resume']:
         saved, path = checkpoints.read_state(config['weights_root'], experiment_name,
                                              config['load_weights'] or None)
+        check_resume(config, saved, os.path.dirname(path))
         start_itr = saved['itr']
         if config['num_iters'] and start_itr >= config['num_iters']:
             # Not an error: re-running a finished job's command line is common on clusters.
@@ -292,8 +324,11 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
     say(f'Number of params in G: {utils.count_parameters(models.G)} D: '
         f'{utils.count_parameters(models.D)}')
 
+    # The run id (a resume takes the checkpoint's) makes the set ids of two runs differ even
+    # at the same seed and iteration: a file of another run is refused at load.
     state_dict = {'itr': 0, 'epoch': 0, 'save_num': 0, 'save_best_num': 0, 'best_IS': 0.0,
-                  'best_FID': 999999.0, 'config': saved_config(config), 'data': data}
+                  'best_FID': 999999.0, 'config': saved_config(config), 'data': data,
+                  checkpoints.RUN_KEY: uuid.uuid4().hex[:16]}
     if config['wandb']:
         state_dict['wandb_id'] = None  # the W&B run's, kept by the checkpoints (run_trackers)
     # Noise is drawn on the CPU (the same numbers on any device) and every rank draws the whole
@@ -325,7 +360,7 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
     run = Run(config, models, loader, train, noise, state_dict, train_log, test_log,
               get_inception_metrics, fixed_z, fixed_y, experiment_name, device, last_itr,
               sampling.fast_G(train_fns.which_G(models.G, models.G_ema, config), config),
-              trackers)
+              trackers, stop)
     say(f'Beginning training at epoch {state_dict["epoch"]}, iteration {state_dict["itr"]}...')
     try:
         loop(run)
@@ -405,7 +440,8 @@ def loop(run: Run) -> None:
                               show=config['pbar'] == 'mine' and main)
     t_start = clock()
     time_limit = config['time_limit'] * 60
-    out_of_time = False
+    out_of_time = signalled = False
+    stop = run.stop if run.stop is not None and run.stop.numbers else None
     for x, y in batches:
         if num_iters and state_dict['itr'] >= num_iters:
             break
@@ -429,15 +465,22 @@ def loop(run: Run) -> None:
         # decision is an all-reduce the host waits for, which would stall every step.
         if time_limit and (distributed.world_size() == 1 or itr % TIME_CHECK_EVERY == 0):
             out_of_time = distributed.any_rank(clock() - t_start >= time_limit, run.device)
+        # A stop signal, likewise: the ranks agree on which (the largest number any caught).
+        if stop and (distributed.world_size() == 1 or itr % TIME_CHECK_EVERY == 0):
+            signum = distributed.max_over_ranks(stop.signum or 0, run.device)
+            if signum:
+                stop.signum, signalled = stop.signum or signum, True
         if (itr % config['save_every'] == 0 or (num_iters and itr == num_iters)
-                or out_of_time):
+                or out_of_time or signalled):
             log.flush()
             _save(run, itr)
-        if (num_iters and itr >= num_iters) or out_of_time:
+        if (num_iters and itr >= num_iters) or out_of_time or signalled:
             break
     log.flush()
     if main:
-        if out_of_time:
+        if signalled:
+            print(f'\n{stop.name} received: saved the checkpoint of iteration {state_dict["itr"]}')
+        elif out_of_time:
             print(f"\n--time_limit {config['time_limit']} (minutes) reached")
         elif state_dict['itr'] < (num_iters or 0):
             print(f"\nThe data ran out before --num_iters {num_iters}: epoch "
@@ -489,21 +532,6 @@ def _set_mode(training: bool, *nets) -> None:
             net.train(training)
 
 
-def interrupted(config: dict, argv: List[str]) -> str:
-    """What Ctrl-C leaves behind: the newest checkpoint on disk and the command that resumes."""
-    name = utils.experiment_name(config)
-    try:
-        itr = checkpoints.read_state(config['weights_root'], name)[0]['itr']
-        saved = f"the newest checkpoint in {os.path.join(config['weights_root'], name)!r} is " \
-                f"iteration {itr}"
-    except (OSError, ValueError):
-        return 'interrupted before the first checkpoint was saved: nothing to resume'
-    resume_flag = [] if '--resume' in argv else ['--resume']
-    command = ' '.join(shlex.quote(arg) for arg in [sys.executable, 'train.py'] + argv
-                       + resume_flag)
-    return f'interrupted: {saved}; resume with: {command}'
-
-
 def main(argv: Optional[list] = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     with utils.exit_on_user_error():
@@ -511,12 +539,20 @@ def main(argv: Optional[list] = None) -> None:
         distributed.check_flags(config, utils.get_device(config))
     if os.environ.get('RANK', '0') == '0':  # torchrun starts one process per device
         print(dict(config))
-    try:
-        with utils.exit_on_user_error():
-            run(config)
-    except KeyboardInterrupt:
-        print(f'\n{interrupted(config, argv)}', file=sys.stderr)
-        sys.exit(130)
+    with preemption.StopSignals(config['save_on_signal']) as stop:
+        try:
+            with utils.exit_on_user_error():
+                run(config, stop)
+        except KeyboardInterrupt:
+            print(f'\n{preemption.left_behind(config, argv)}', file=sys.stderr)
+            sys.exit(130)
+        except preemption.Preempted as second:
+            print(f'\n{preemption.left_behind(config, argv, str(second))}', file=sys.stderr)
+            sys.exit(preemption.exit_status(second.signum))
+    if stop.signum:
+        how = f'{stop.name} received'
+        print(f'\n{preemption.left_behind(config, argv, how)}', file=sys.stderr)
+        sys.exit(preemption.exit_status(stop.signum))
 
 
 if __name__ == '__main__':

@@ -65,3 +65,33 @@ def leave_spawned_worker() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def assert_same_state(one, two, where: str = '') -> None:
+    """Two loaded checkpoint files hold the same state, tensors bit for bit. The set id is
+    left out: two runs (one straight, one stopped and resumed) each mint their own run id."""
+    import checkpoints
+    if torch.is_tensor(one):
+        assert torch.equal(one, two), where
+    elif isinstance(one, dict):
+        assert one.keys() == two.keys(), where
+        for key in one:
+            if key != checkpoints.SET_KEY:
+                assert_same_state(one[key], two[key], f'{where}.{key}')
+    elif isinstance(one, (list, tuple)):
+        for i, (x, y) in enumerate(zip(one, two)):
+            assert_same_state(x, y, f'{where}[{i}]')
+    else:
+        assert one == two, where
+
+
+def one_error_line(result, *fragments: str) -> str:
+    """A program's run ended as bad input should: exit 2, no traceback, one `error:` line on
+    stderr holding each of `fragments`. Returns that line."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+    assert len(lines) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

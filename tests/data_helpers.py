@@ -98,3 +98,20 @@ def leave_dead_temporary(folder: str, name: str) -> str:
     result = subprocess.run([sys.executable, '-c', code, folder, name], cwd=root, check=True,
                             capture_output=True, text=True)
     return result.stdout.strip()
+
+
+def flip_tensor_bytes(path: str, count: int = 64) -> None:
+    """Damage a torch file as a bad disk or copy would: invert `count` bytes in the middle of
+    its largest zip record (a tensor's data), leaving the zip's structure readable."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    with open(path, 'r+b') as f:
+        f.seek(info.header_offset + 26)  # the local header's name and extra-field lengths
+        name_length, extra_length = struct.unpack('<HH', f.read(4))
+        start = info.header_offset + 30 + name_length + extra_length + info.file_size // 2
+        f.seek(start)
+        data = f.read(count)
+        f.seek(start)
+        f.write(bytes(b ^ 0xFF for b in data))

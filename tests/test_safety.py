@@ -19,7 +19,7 @@ import atomic
 import checkpoints
 import train
 import utils
-from conftest import ROOT
+from conftest import ROOT, one_error_line
 from data_helpers import make_image_folder
 from safe_pickle import safe_load
 
@@ -38,16 +38,6 @@ def _cli(argv, cwd, env=None):
     return subprocess.run([sys.executable, os.path.join(ROOT, 'train.py')] + argv,
                           capture_output=True, text=True, cwd=str(cwd),
                           env={**os.environ, **(env or {})})
-
-
-def _one_error_line(result, *fragments):
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
-    assert len(lines) == 1, result.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,7 +99,7 @@ def test_a_second_writer_is_refused_with_the_holder_named(tmp_path, hdf5_file):
         result = _cli(args, tmp_path)
     finally:
         holder.release()
-    _one_error_line(result, 'is in use by PID', 'a test', '--experiment_name')
+    one_error_line(result, 'is in use by PID', 'a test', '--experiment_name')
     assert not (tmp_path / 'logs' / 'busy').exists()  # the holder's logs are not touched
 
 
@@ -130,7 +120,7 @@ def test_a_fresh_start_over_a_checkpoint_is_refused(tmp_path, hdf5_file):
     train.run(utils.parse_config(args))
     before = (tmp_path / 'weights' / 'run' / 'G.pth').read_bytes()
     logs = (tmp_path / 'logs' / 'run' / 'G_loss.log').read_text()
-    _one_error_line(_cli(args, tmp_path), 'already holds a checkpoint', '--resume',
+    one_error_line(_cli(args, tmp_path), 'already holds a checkpoint', '--resume',
                     '--overwrite')
     assert (tmp_path / 'weights' / 'run' / 'G.pth').read_bytes() == before
     assert (tmp_path / 'logs' / 'run' / 'G_loss.log').read_text() == logs
@@ -146,7 +136,7 @@ def test_non_finite_weights_are_never_saved(tmp_path, hdf5_file):
     # The losses of iteration 1 are finite (computed before the update); G's weights are not.
     args = _args(tmp_path, hdf5_file, '--G_lr', '3e38', '--save_every', '1', '--num_iters', '3')
     result = _cli(args, tmp_path)
-    _one_error_line(result, 'non-finite values', 'nothing was saved')
+    one_error_line(result, 'non-finite values', 'nothing was saved')
     for path in (tmp_path / 'weights').rglob('*.pth'):
         for _, tensor in checkpoints._tensors(safe_load(str(path))):
             assert torch.isfinite(tensor).all(), path
@@ -186,8 +176,10 @@ def test_files_of_the_wrong_kind_are_refused_at_load(tmp_path, hdf5_file):
     other = _args(tmp_path / 'wide', hdf5_file, '--experiment_name', 'kind', '--num_iters',
                   '1', '--D_ch', '8')
     train.run(utils.parse_config(other))
-    (folder / 'D_optim.pth').write_bytes((tmp_path / 'wide' / 'weights' / 'kind' /
-                                          'D_optim.pth').read_bytes())
+    # Without its set id (as the original's files): another run's would be refused as such.
+    wide = safe_load(str(tmp_path / 'wide' / 'weights' / 'kind' / 'D_optim.pth'))
+    del wide[checkpoints.SET_KEY]
+    torch.save(wide, folder / 'D_optim.pth')
     with pytest.raises(ValueError, match=r"D_optim\.pth': the state 'exp_avg' of parameter"):
         train.run(utils.parse_config(args + ['--resume', '--num_iters', '2']))
 
@@ -217,7 +209,7 @@ def test_a_full_disk_is_named_and_leaves_nothing(tmp_path, monkeypatch):
                                            ('a' * 256, '256 bytes long')])
 def test_experiment_names_are_one_folder(tmp_path, hdf5_file, name, problem):
     result = _cli(_args(tmp_path, hdf5_file, '--experiment_name', name), tmp_path)
-    _one_error_line(result, '--experiment_name', problem)
+    one_error_line(result, '--experiment_name', problem)
     assert not (tmp_path / 'weights').exists() or not any((tmp_path / 'weights').iterdir())
 
 
@@ -226,10 +218,10 @@ def test_bad_input_is_one_line_before_the_models_are_built(tmp_path, hdf5_file, 
     make_image_folder(str(folder))
     (folder / 'cat' / 'truncated.jpg').write_bytes(_truncated_jpeg())
     argv = ['--dataset', 'ImageFolder', '--resolution', '32', '--data_root', str(folder)] + TINY
-    _one_error_line(_cli(argv, tmp_path), 'cannot be read', 'truncated.jpg')
+    one_error_line(_cli(argv, tmp_path), 'cannot be read', 'truncated.jpg')
     (folder / 'cat' / 'truncated.jpg').unlink()
     (folder / 'empty').mkdir()
-    _one_error_line(_cli(argv, tmp_path), 'hold no images', 'empty')
+    one_error_line(_cli(argv, tmp_path), 'hold no images', 'empty')
     built = []
     monkeypatch.setattr(train, 'build_models', lambda *a, **k: built.append(1))
     with pytest.raises(ValueError, match="G_attn='128'"):

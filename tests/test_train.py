@@ -11,7 +11,7 @@ import checkpoints
 import train
 import train_fns
 import utils
-from conftest import ROOT
+from conftest import ROOT, assert_same_state
 from safe_pickle import safe_load
 
 FMNIST_DIR = '/usr/share/datasets/fashion-mnist'
@@ -79,21 +79,7 @@ def test_resume_is_exact(tmp_path, hdf5_file, sampler):
     for stem in ('G', 'D', 'G_ema', 'G_optim', 'D_optim'):
         one = torch.load(os.path.join(a, stem + '.pth'))
         two = torch.load(os.path.join(b, stem + '.pth'))
-        _assert_equal(one, two, stem)
-
-
-def _assert_equal(one, two, where):
-    if torch.is_tensor(one):
-        assert torch.equal(one, two), where
-    elif isinstance(one, dict):
-        assert one.keys() == two.keys(), where
-        for key in one:
-            _assert_equal(one[key], two[key], f'{where}.{key}')
-    elif isinstance(one, (list, tuple)):
-        for i, (x, y) in enumerate(zip(one, two)):
-            _assert_equal(x, y, f'{where}[{i}]')
-    else:
-        assert one == two, where
+        assert_same_state(one, two, stem)
 
 
 def test_num_iters_counts_across_resumes_and_epochs_stop(tmp_path, hdf5_file):
