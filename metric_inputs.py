@@ -181,9 +181,16 @@ def sample_labels(path: str) -> Optional[np.ndarray]:
     folder, or an npz without them)."""
     if not os.path.isfile(path):
         return None
-    with np.load(path) as f:
-        key = next((k for k in ('y', 'arr_1') if k in f.files), None)
-        return None if key is None else np.asarray(f[key]).reshape(-1).astype(np.int64)
+    try:
+        loaded = np.load(path)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return None  # a bare .npy holds no labels (npz_images says what it should be)
+        with loaded as f:
+            key = next((k for k in ('y', 'arr_1') if k in f.files), None)
+            return None if key is None else np.asarray(f[key]).reshape(-1).astype(np.int64)
+    except ValueError as err:  # numpy's messages (an object array, a damaged zip) name no file
+        raise ValueError(f'--samples {path}: its labels are not readable ({err}); valid: '
+                         f'integer class labels under "y" or "arr_1"') from None
 
 
 def _folder_images(path: str, batch_size: int) -> Tuple[int, Iterator[torch.Tensor]]:
