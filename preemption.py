@@ -19,7 +19,6 @@ from typing import Dict, List, Optional
 
 import atomic
 import checkpoints
-import utils
 
 SIGNALS = ('TERM', 'HUP', 'USR1', 'USR2', 'QUIT', 'XCPU')  # the signals --save_on_signal takes
 DEFAULT = 'TERM,HUP,USR1'
@@ -91,10 +90,10 @@ class StopSignals:
         return signal.Signals(self.signum).name if self.signum else ''
 
 
-def left_behind(config: dict, argv: List[str], how: str = 'interrupted') -> str:
-    """What a stop leaves behind: the newest checkpoint on disk and the command that resumes,
-    which works from any directory (it changes to this one: relative paths stay right)."""
-    name = utils.experiment_name(config)
+def left_behind(config: dict, name: str, argv: List[str], how: str = 'interrupted') -> str:
+    """What a stop of experiment `name` leaves behind: the newest checkpoint on disk and the
+    command that resumes, which works from any directory (it changes to this one: relative
+    paths stay right)."""
     try:
         itr = checkpoints.read_state(config['weights_root'], name)[0]['itr']
         saved = f"the newest checkpoint in {os.path.join(config['weights_root'], name)!r} is " \

@@ -537,6 +537,7 @@ def main(argv: Optional[list] = None) -> None:
     with utils.exit_on_user_error():
         config = utils.parse_config(argv)
         distributed.check_flags(config, utils.get_device(config))
+        name = utils.experiment_name(config)  # for the resume line of a stop
     if os.environ.get('RANK', '0') == '0':  # torchrun starts one process per device
         print(dict(config))
     with preemption.StopSignals(config['save_on_signal']) as stop:
@@ -544,16 +545,16 @@ def main(argv: Optional[list] = None) -> None:
             with utils.exit_on_user_error():
                 run(config, stop)
         except KeyboardInterrupt:
-            print(f'\n{preemption.left_behind(config, argv)}', file=sys.stderr)
+            print(f'\n{preemption.left_behind(config, name, argv)}', file=sys.stderr)
             sys.exit(130)
         except preemption.Preempted as second:
-            print(f'\n{preemption.left_behind(config, argv, str(second))}', file=sys.stderr)
+            print(f'\n{preemption.left_behind(config, name, argv, str(second))}',
+                  file=sys.stderr)
             sys.exit(preemption.exit_status(second.signum))
     if stop.signum:
         how = f'{stop.name} received'
-        print(f'\n{preemption.left_behind(config, argv, how)}', file=sys.stderr)
+        print(f'\n{preemption.left_behind(config, name, argv, how)}', file=sys.stderr)
         sys.exit(preemption.exit_status(stop.signum))
-
 
 if __name__ == '__main__':
     main()

@@ -146,7 +146,7 @@ def test_one_training_iteration_at_512(module, tmp_path, monkeypatch):
     """train.run on a 512 x 512 HDF5 set: one step, the checkpoint and the fixed samples. The
     class and interpolation sheets (about 400 images at 512 x 512) are left out for speed."""
     sheets = []
-    monkeypatch.setattr(sampling, 'sample_sheet', lambda *args, **kw: sheets.append('class'))
+    monkeypatch.setattr(sampling, 'sample_sheet', lambda *args, **kw: sheets.append('class') or [])
     monkeypatch.setattr(sampling, 'interp_sheet', lambda *args, **kw: sheets.append('interp'))
     data = str(tmp_path / 'tiny512.hdf5')
     random_hdf5(data, n=4, size=512, n_classes=3, seed=0)
