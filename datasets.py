@@ -149,7 +149,7 @@ def check_same_data(state: dict, here: dict, path: str) -> None:
 
 
 def fmnist_folder(data_root: str) -> str:
-    """The folder Fashion-MNIST is read from (see README, "Data").
+    """The folder Fashion-MNIST is read from (see docs/data.md, "Fashion-MNIST").
 
     ``data_root`` itself if it holds the files, else ``data_root/fashion-mnist``; with the
     default ``data_root`` 'data' and no files there, the Debian package's folder.

@@ -165,7 +165,8 @@ ORIGINAL_FLAGS = [
       limits='>= 1', tag='nDa%d'),
     F('split_D', FLAG, False, 'run D on fakes and reals separately', 'train'),
     F('num_epochs', int, 100, 'number of epochs', 'train'),
-    F('parallel', FLAG, False, 'use all visible GPUs of this process (see README)', 'run'),
+    F('parallel', FLAG, False, 'use all visible GPUs of this process (see docs/performance.md)',
+      'run'),
     F('G_fp16', FLAG, False, 'half precision for G (now: --amp fp16)', 'train', tag='Gfp16'),
     F('D_fp16', FLAG, False, 'half precision for D (now: --amp fp16)', 'train', tag='Dfp16'),
     F('D_mixed_precision', FLAG, False, 'mixed precision for D (now: --amp fp16)', 'train'),
@@ -239,7 +240,7 @@ SAMPLE_FLAGS = [
     F('sample_inception_metrics', FLAG, False, 'compute IS/FID once', 'sample'),
 ]
 
-# Flags this project adds (documented in README.md).
+# Flags this project adds (documented in docs/training.md and the other docs/ pages).
 NEW_FLAGS = [
     F('no_toggle_grads', OFF, True, 'do not freeze the net not being trained', 'train',
       dest='toggle_grads'),
@@ -301,7 +302,7 @@ NEW_FLAGS = [
       "sampled of each class's FID against its real moments) at each test; the moments file "
       'must hold per-class moments (calculate_inception_moments.py --per_class_moments)',
       'metrics'),
-    # Speed (README: Speed and scale)
+    # Speed (docs/performance.md)
     F('amp', str, 'none', 'mixed precision (fp16: CUDA only, with loss scaling); SN, BN '
       'statistics, softmax and losses stay float32', 'train',
       choices=From('train_fns', 'AMP_DTYPES')),
@@ -327,7 +328,7 @@ NEW_FLAGS = [
       choices=('offline', 'online')),
 ]
 
-# sample.py's own additions (README, "Sampling").
+# sample.py's own additions (docs/sampling.md).
 SAMPLE_NEW_FLAGS = [
     F('G_weights', str, '', 'sample from this bare G state_dict file (e.g. a TF-Hub conversion; '
       'the flags give the architecture) or pretrained folder (config.json + *.safetensors; '

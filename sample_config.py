@@ -33,7 +33,7 @@ def sample_parser() -> argparse.ArgumentParser:
     parser = utils.add_sample_parser(utils.prepare_parser())
     parser.description = ('Sample from a trained BigGAN: npz export, class and interpolation '
                           'sheets, IS/FID and truncation curves. Training flags keep their '
-                          'names; see README.md, "Sampling". ' + utils.SWITCHES)
+                          'names; see docs/sampling.md. ' + utils.SWITCHES)
     return parser
 
 
