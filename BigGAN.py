@@ -390,14 +390,20 @@ class G_D(nn.Module):
     changes training everywhere.
 
     `train_G=False` runs G without gradients (the D step). Without `split_D`, fakes and reals go
-    through D as one concatenated batch; with it, as two calls. Returns (D_fake, D_real) when
-    reals are given, else D's output on the fakes (and G_z with `return_G_z`).
+    through D as one concatenated batch; with it, as two calls. `augment` (augment.Augmenter:
+    --DiffAugment, --ADA), when given, transforms every batch on its way into D. Returns
+    (D_fake, D_real) when reals are given, else D's output on the fakes; `return_G_z` adds G's
+    output (before any augmentation) at the end.
     """
 
-    def __init__(self, G: nn.Module, D: nn.Module):
+    def __init__(self, G: nn.Module, D: nn.Module, augment: Optional[Callable] = None):
         super().__init__()
         self.G = G
         self.D = D
+        self.augment = augment
+
+    def _D(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.D(self.augment(images) if self.augment else images, labels)
 
     def forward(self, z: torch.Tensor, gy: torch.Tensor, x: Optional[torch.Tensor] = None,
                 dy: Optional[torch.Tensor] = None, train_G: bool = False,
@@ -407,13 +413,13 @@ class G_D(nn.Module):
         if x is not None and G_z.dtype != x.dtype:
             G_z = G_z.to(x.dtype)
         if split_D:
-            D_fake = self.D(G_z, gy)
-            if x is not None:
-                return D_fake, self.D(x, dy)
-            return (D_fake, G_z) if return_G_z else D_fake
-        D_input = G_z if x is None else torch.cat([G_z, x], 0)
-        D_class = gy if dy is None else torch.cat([gy, dy], 0)
-        D_out = self.D(D_input, D_class)
-        if x is not None:
-            return torch.split(D_out, [G_z.shape[0], x.shape[0]])
-        return (D_out, G_z) if return_G_z else D_out
+            out = (self._D(G_z, gy),) if x is None else (self._D(G_z, gy), self._D(x, dy))
+        else:
+            D_input = G_z if x is None else torch.cat([G_z, x], 0)
+            D_class = gy if dy is None else torch.cat([gy, dy], 0)
+            D_out = self._D(D_input, D_class)
+            out = (D_out,) if x is None else tuple(torch.split(D_out, [G_z.shape[0],
+                                                                        x.shape[0]]))
+        if return_G_z:
+            out = out + (G_z,)
+        return out[0] if len(out) == 1 else out

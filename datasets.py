@@ -11,11 +11,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from data_sources import (FMNIST_INSTALL_HINT, FMNIST_SYSTEM_DIR, IMG_EXTENSIONS,  # noqa: F401
                           FashionMNIST, ILSVRC_HDF5, ImageFolder, cifar, find_classes, has_fmnist,
@@ -119,11 +120,15 @@ def data_name(dataset: str, data_root: str) -> str:
     return re.sub(r'[^A-Za-z0-9.-]+', '-', base).strip('-')[:40] or 'data'
 
 
-def identity(dataset: str, data_root: str, n_classes: int, n_images: int) -> dict:
+def identity(dataset: str, data_root: str, n_classes: int, n_images: int,
+             subset_seed: int | None = None) -> dict:
     """What a checkpoint records of its data (state_dict['data'], which the original ignores),
-    for `check_same_data` at --resume."""
-    return {'dataset': dataset, 'data_name': data_name(dataset, data_root),
+    for `check_same_data` at --resume; `subset_seed` where a subset of it is trained on."""
+    data = {'dataset': dataset, 'data_name': data_name(dataset, data_root),
             'n_classes': n_classes, 'n_images': n_images}
+    if subset_seed is not None:
+        data['subset_seed'] = subset_seed
+    return data
 
 
 def check_same_data(state: dict, here: dict, path: str) -> None:
@@ -255,6 +260,39 @@ def build_dataset(info: DatasetInfo, data_root: str = 'data', augment: bool = Fa
     raise ValueError(f'dataset {info.name}: unknown kind {info.kind!r}; valid: {", ".join(KINDS)}')
 
 
+def labels_of(data: Dataset) -> np.ndarray:
+    """Every item's class, read without loading images."""
+    for name in ('labels', 'targets'):
+        if hasattr(data, name):
+            return np.asarray(getattr(data, name), dtype=np.int64)
+    raise TypeError(f'{type(data).__name__} has no labels to draw a class-balanced subset from')
+
+
+def subset_size(n: int, fraction: float = 1.0, num_samples: int = 0) -> int:
+    """The images a --data_fraction / --num_samples subset of `n` keeps (at least one)."""
+    if num_samples:
+        if num_samples > n:
+            raise ValueError(f'--num_samples {num_samples} is more than the {n} images of the '
+                             f'data; give at most {n} (or 0 for all)')
+        return num_samples
+    return max(1, round(fraction * n))
+
+
+def subset_indices(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """A class-balanced subset of `size` of the items with these labels, sorted: each class
+    keeps its share of `size` (largest remainders round up, ties to the smaller class number),
+    its items drawn at random by a generator seeded with `seed` alone, so every resume and
+    rank draws the same."""
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * size / len(labels)
+    quota = np.floor(exact).astype(np.int64)
+    short = size - quota.sum()
+    quota[np.argsort(-(exact - quota), kind='stable')[:short]] += 1
+    rng = np.random.default_rng(np.random.SeedSequence([seed, len(labels), size]))
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, quota)]
+    return np.sort(np.concatenate(chosen))
+
+
 def _accelerator_available() -> bool:
     accelerator = getattr(torch, 'accelerator', None)  # torch >= 2.6
     return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
@@ -266,7 +304,8 @@ def get_data_loaders(dataset: str, data_root: str = 'data', *, augment: bool = F
                      drop_last: bool = True, start_itr: int = 0, num_epochs: int = 500,
                      use_multiepoch_sampler: bool = False, resolution: int | None = None,
                      index_dir: str | None = None, seed: int = 0, rank: int = 0,
-                     world_size: int = 1) -> list[DataLoader]:
+                     world_size: int = 1, data_fraction: float = 1.0, num_samples: int = 0,
+                     subset_seed: int = 0) -> list[DataLoader]:
     """``[train_loader]`` over ``dataset``, as the original's, made exactly resumable.
 
     ``batch_size`` is the loader's batch, per rank: train.py passes
@@ -284,6 +323,9 @@ def get_data_loaders(dataset: str, data_root: str = 'data', *, augment: bool = F
       its first ``start_itr % len_epoch`` batches, where ``len_epoch`` is ``len(loader)`` of a
       fresh loader. ``loader.sampler.epoch`` is the epoch the next pass yields.
 
+    ``data_fraction`` < 1 or ``num_samples`` > 0: train on a class-balanced subset
+    (`subset_indices`, seeded by ``subset_seed``).
+
     Image-folder indexes are cached in ``index_dir`` (None: beside the folder if writable, else
     ``logs/``). ``pin_memory`` applies only where an accelerator is present.
     """
@@ -294,6 +336,9 @@ def get_data_loaders(dataset: str, data_root: str = 'data', *, augment: bool = F
     if num_workers < 0:
         raise ValueError(f'--num_workers must be >= 0, got {num_workers}')
     data = build_dataset(info, data_root, augment, load_in_mem, index_dir)
+    if data_fraction < 1 or num_samples:
+        size = subset_size(len(data), data_fraction, num_samples)
+        data = Subset(data, subset_indices(labels_of(data), size, subset_seed).tolist())
     if use_multiepoch_sampler:
         sampler = MultiEpochSampler(data, num_epochs, start_itr, batch_size, seed, rank,
                                     world_size)

@@ -113,6 +113,15 @@ def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
     return x / world_size()
 
 
+def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The sum of `x` over all processes (a new tensor; `x` itself in one process)."""
+    if world_size() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x
+
+
 def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     """Concatenate every process's N_r x ... tensor in rank order (the N_r may differ)."""
     if world_size() == 1:

@@ -34,7 +34,7 @@ USES = {  # who reads a flag: its --help section
     'train': 'training', 'metrics': 'IS / FID / KID', 'sample': 'sampling', 'run': 'the run'}
 LIMITS: Dict[str, Callable[[Any], bool]] = {
     '>= 1': lambda v: v >= 1, '>= 0': lambda v: v >= 0, '>= -1': lambda v: v >= -1,
-    '> 0': lambda v: v > 0,
+    '> 0': lambda v: v > 0, 'in (0, 1]': lambda v: 0 < v <= 1,
     'in [0, 1)': lambda v: 0 <= v < 1, 'in [0, 1]': lambda v: 0 <= v <= 1}
 ALWAYS = 'always'  # `when` of a name token that every experiment name has
 
@@ -315,6 +315,54 @@ NEW_FLAGS = [
       'deterministic cuDNN algorithms and no autotuning (slower, reproducible)', 'train'),
     F('log_every', int, 1, 'read the training losses back from the device every N iterations '
       '(every iteration is still logged; N > 1 saves a wait per step)', 'train', limits='>= 1'),
+    # Limited data (docs/data_efficient.md): all off by default
+    F('data_fraction', float, 1.0, 'train on this fraction of the data: a class-balanced subset '
+      'drawn with --subset_seed, the same images on every resume and rank', 'data',
+      limits='in (0, 1]', tag='frac%g'),
+    F('num_samples', int, 0, 'train on N images of the data (0: all): a class-balanced subset '
+      'drawn with --subset_seed, like --data_fraction', 'data', limits='>= 0', tag='n%d'),
+    F('subset_seed', int, 0, 'seed of the --data_fraction / --num_samples subset', 'data',
+      limits='>= 0', tag='sseed%d'),
+    F('mirror_augment', FLAG, False, 'mirror each real image left to right with probability '
+      '1/2, on the device (any data set, HDF5 too)', 'data', tag='mirror'),
+    F('DiffAugment', str, '', "differentiable augmentation of every image D sees, reals and "
+      "fakes, in D's and G's steps: a comma list of color, translation, cutout (e.g. "
+      "'translation,cutout', the paper's BigGAN policy)", 'train',
+      check=From('augment', 'check_policy'), tag='DiffAug-%s'),
+    F('ADA', FLAG, False, "adaptive augmentation (Karras et al. 2020): flips, quarter turns, "
+      "translation, colour and cutout, each with probability p, which follows D's sign on the "
+      'reals (--ADA_target)', 'train', tag='ADA'),
+    F('ADA_target', float, 0.6, "--ADA: the target of E[sign(D(reals))]", 'train',
+      limits='in [0, 1]'),
+    F('ADA_interval', int, 4, '--ADA: iterations between updates of p', 'train', limits='>= 1'),
+    F('ADA_kimg', float, 500.0, '--ADA: thousands of real images over which p can move from 0 '
+      'to 1', 'train', limits='> 0'),
+    F('LeCam', float, 0.0, "LeCam regularization weight (Tseng et al. 2021; their BigGAN: "
+      "0.3): D's outputs against moving averages of its outputs on reals and fakes", 'train',
+      limits='>= 0', tag='LeCam%g'),
+    F('LeCam_decay', float, 0.99, "--LeCam: decay of the moving averages", 'train',
+      limits='in [0, 1)'),
+    F('LeCam_start', int, 1000, '--LeCam: the averages start averaging, and the term counts, '
+      'after this iteration', 'train', limits='>= 0'),
+    F('CR', float, 0.0, "consistency regularization weight (Zhang et al. 2020; paper: 10): D's "
+      'outputs on reals against reals flipped and shifted', 'train', limits='>= 0',
+      tag='CR%g'),
+    F('bCR_real', float, 0.0, 'balanced CR (Zhao et al. 2021; paper: 10): the term on reals '
+      '(the same as --CR)', 'train', limits='>= 0', tag='bCRr%g'),
+    F('bCR_fake', float, 0.0, 'balanced CR: the term on fakes (paper: 10)', 'train',
+      limits='>= 0', tag='bCRf%g'),
+    F('zCR_dis', float, 0.0, "latent CR (Zhao et al. 2021; paper: 5): D's outputs on G(z) "
+      'against G(z + dz)', 'train', limits='>= 0', tag='zCRd%g'),
+    F('zCR_gen', float, 0.0, "latent CR (paper: 0.5): G is rewarded for G(z + dz) differing "
+      'from G(z)', 'train', limits='>= 0', tag='zCRg%g'),
+    F('zCR_sigma', float, 0.03, 'latent CR: the standard deviation of dz', 'train',
+      limits='> 0'),
+    F('topk', FLAG, False, "top-k training (Sinha et al. 2020): G learns from the fakes D "
+      'scores highest, k shrinking by --topk_gamma per epoch to --topk_nu of the batch',
+      'train', tag='topk'),
+    F('topk_gamma', float, 0.99, '--topk: decay of k per epoch', 'train', limits='in (0, 1]'),
+    F('topk_nu', float, 0.5, '--topk: the smallest k, as a fraction of the G batch', 'train',
+      limits='in (0, 1]'),
     # Run trackers (run_trackers.py): copies of the logs, off by default
     F('tensorboard', FLAG, False, 'also write the logged scalars, the sheets at each save and '
       'the flags as TensorBoard events in <logs_root>/<exp>/tensorboard (needs: pip install '

@@ -24,6 +24,7 @@ import distributed
 import finetune
 import loggers
 import preemption
+import regularizers
 import run_trackers
 import sampling
 import train_fns
@@ -163,14 +164,31 @@ def apply_optimizer_flags(config: dict, models: train_fns.Models) -> None:
                     group[key] = value
 
 
+def make_extras(config: dict, device: torch.device, models: train_fns.Models,
+                loader) -> Optional[regularizers.DataEfficient]:
+    """The limited-data flags' augmentations and terms (None when all are off); the fused
+    G_D applies the augmentations to everything D sees."""
+    if not regularizers.wanted(config):
+        return None
+    per_epoch = len(loader.dataset) // distributed.world_size() // loader.batch_size
+    extras = regularizers.DataEfficient(
+        config, device, rank=distributed.rank(), iters_per_epoch=per_epoch,
+        mean_over_ranks=distributed.mean_over_ranks, sum_over_ranks=distributed.sum_over_ranks)
+    models.GD.augment = extras.augmenter
+    return extras
+
+
 def resume(config: dict, experiment_name: str, models: train_fns.Models, state_dict: dict,
-           noise: sampling.NoiseSampler) -> None:
+           noise: sampling.NoiseSampler,
+           extras: Optional[regularizers.DataEfficient] = None) -> None:
     """Load the checkpoint on every rank and put back the random states saved with it."""
     saved = checkpoints.load_weights(models.G, models.D, state_dict, config['weights_root'],
                                      experiment_name, config['load_weights'] or None,
                                      models.G_ema, G_optim=models.G_optim,
                                      D_optim=models.D_optim)
     sampling.restore_rng(saved.get('rng'), noise)
+    if extras is not None:
+        extras.load_state_dict(saved.get('data_efficient') or {})
     apply_optimizer_flags(config, models)
     train_fns.match_layout(models.G_optim)
     train_fns.match_layout(models.D_optim)
@@ -207,7 +225,8 @@ def make_loader(config: dict, start_itr: int):
         start_itr=start_itr, num_epochs=config['num_epochs'],
         use_multiepoch_sampler=config['use_multiepoch_sampler'],
         resolution=config['resolution'], seed=config['seed'], rank=distributed.rank(),
-        world_size=distributed.world_size())[0]
+        world_size=distributed.world_size(), data_fraction=config['data_fraction'],
+        num_samples=config['num_samples'], subset_seed=config['subset_seed'])[0]
 
 
 @dataclasses.dataclass
@@ -230,6 +249,15 @@ class Run:
     draw: torch.nn.Module  # the G that sheets and metrics sample: sampling.FastG on the fast path
     trackers: run_trackers.Trackers  # --tensorboard, --wandb (rank 0)
     stop: Optional[preemption.StopSignals] = None  # --save_on_signal's handlers (main only)
+    extras: Optional[regularizers.DataEfficient] = None  # the limited-data flags' state
+
+    def training_state(self) -> dict:
+        """What a checkpoint keeps beside the weights: the noise's RNG state, and the
+        limited-data flags' state."""
+        state = {'rng': sampling.rng_state(self.noise)}
+        if self.extras is not None:
+            state['data_efficient'] = self.extras.state_dict()
+        return state
 
 
 def preflight(config: dict) -> None:
@@ -309,8 +337,9 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
                 f"--num_iters {config['num_iters']} (raise --num_iters to train on)")
             return saved
     loader = make_loader(config, start_itr)
+    subset = config['data_fraction'] < 1 or config['num_samples']
     data = datasets.identity(config['dataset'], config['data_root'], config['n_classes'],
-                             len(loader.dataset))
+                             len(loader.dataset), config['subset_seed'] if subset else None)
     if config['resume']:
         datasets.check_same_data(saved, data, path)
     last_itr = planned_iters(config, loader)
@@ -335,8 +364,9 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
     # batch's, so rank 0's saved sampler state resumes every rank.
     noise = sampling.NoiseSampler(models.G.dim_z, config['n_classes'], config['G_batch_size'],
                                   torch.device('cpu'), seed=config['seed'])
+    extras = make_extras(config, device, models, loader)
     if config['resume']:
-        resume(config, experiment_name, models, state_dict, noise)
+        resume(config, experiment_name, models, state_dict, noise, extras)
     elif config['finetune_from']:
         finetune.start_from(config, models, say)
     if finetune.freeze(models.G, models.D, config):
@@ -354,13 +384,14 @@ def _train_locked(config: dict, device: torch.device, experiment_name: str,
                                                                           device)),
             distributed.ShardedNoise(noise, device, distributed.rank(),
                                      distributed.world_size()),
-            state_dict, config, precision=train_fns.Precision(config['amp'], device))
+            state_dict, config, precision=train_fns.Precision(config['amp'], device),
+            extras=extras)
     else:
         train = train_fns.dummy_training_function()
     run = Run(config, models, loader, train, noise, state_dict, train_log, test_log,
               get_inception_metrics, fixed_z, fixed_y, experiment_name, device, last_itr,
               sampling.fast_G(train_fns.which_G(models.G, models.G_ema, config), config),
-              trackers, stop)
+              trackers, stop, extras)
     say(f'Beginning training at epoch {state_dict["epoch"]}, iteration {state_dict["itr"]}...')
     try:
         loop(run)
@@ -497,8 +528,7 @@ def _test(run: Run, itr: int) -> None:
     sampler = eval_sampler(models.G, config, run.device, itr)
     sample = functools.partial(sampling.sample, run.draw, sampler)
     train_fns.test(models, sampler, run.state_dict, config, sample, run.get_inception_metrics,
-                   run.experiment_name, run.test_log,
-                   training_state={'rng': sampling.rng_state(run.noise)})
+                   run.experiment_name, run.test_log, training_state=run.training_state())
 
 
 def _save(run: Run, itr: int) -> None:
@@ -516,7 +546,7 @@ def _save(run: Run, itr: int) -> None:
             sheets = train_fns.save_and_sample(
                 models, eval_sampler(models.G, config, run.device, itr), run.fixed_z,
                 run.fixed_y, run.state_dict, config, run.experiment_name, draw=run.draw,
-                training_state={'rng': sampling.rng_state(run.noise)})
+                training_state=run.training_state())
         if run.trackers:
             run.trackers.scalars(itr, {f'lr/{net}': optimizer.param_groups[0]['lr'] for
                                        net, optimizer in (('G', models.G_optim),

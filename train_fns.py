@@ -22,6 +22,7 @@ import distributed
 import layers
 import loggers
 import losses
+import regularizers
 import sampling
 
 
@@ -185,10 +186,12 @@ class Models:
 # ------------------------------------------------------------------------------------------------
 
 def GAN_training_function(models: Models, sampler, state_dict: dict, config: dict, *,
-                          precision: Optional[Precision] = None) -> Callable:
+                          precision: Optional[Precision] = None,
+                          extras: Optional[regularizers.DataEfficient] = None) -> Callable:
     """One BigGAN iteration of `models` as a closure `train(x, y) -> metrics`, through their
     fused `GD` (BigGAN.G_D, or DataParallel over it); with `models.ema`, the EMA is updated
-    after each iteration at `state_dict['itr']`.
+    after each iteration at `state_dict['itr']`. `extras` (the limited-data flags) adds its
+    terms to each loss; its augmentations are the fused G_D's `augment`.
 
     Under DDP (GD.G and GD.D wrapped), gradient averaging is skipped on all but the last
     micro-batch of an accumulation, and always for D in the G step, where D is frozen and its
@@ -206,6 +209,9 @@ def GAN_training_function(models: Models, sampler, state_dict: dict, config: dic
     fused = GD.module if isinstance(GD, nn.DataParallel) else GD  # the G_D, for its G and D
 
     def train(x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
+        itr = state_dict['itr']
+        if extras is not None:
+            x = extras.start(itr, x)
         G_optim.zero_grad(set_to_none=True)
         D_optim.zero_grad(set_to_none=True)
         x = torch.split(x, batch_size)
@@ -223,10 +229,17 @@ def GAN_training_function(models: Models, sampler, state_dict: dict, config: dic
                 z_, y_ = sampler.sample(batch_size)
                 with no_sync(fused.D, accumulation < n_Da - 1):
                     with precision.autocast():
-                        D_fake, D_real = GD(z_, y_, x[counter], y[counter], train_G=False,
-                                            split_D=config['split_D'])
+                        out = GD(z_, y_, x[counter], y[counter], train_G=False,
+                                 split_D=config['split_D'],
+                                 return_G_z=extras is not None and extras.needs_G_z)
+                        D_fake, D_real = out[:2]
                         D_loss_real, D_loss_fake = discriminator_loss(D_fake, D_real)
-                        D_loss = (D_loss_real + D_loss_fake) / float(n_Da)
+                        D_loss = D_loss_real + D_loss_fake
+                        if extras is not None:
+                            D_loss = D_loss + extras.D_terms(
+                                fused.G, fused.D, itr, D_fake, D_real, out[2] if len(out) > 2 else None,
+                                z_, y_, x[counter], y[counter])
+                        D_loss = D_loss / float(n_Da)
                     precision.D_scaler.scale(D_loss).backward()
                 counter += 1
             if config['D_ortho'] > 0:
@@ -243,8 +256,15 @@ def GAN_training_function(models: Models, sampler, state_dict: dict, config: dic
             z_, y_ = sampler.sample(G_batch_size)
             with no_sync(fused.G, accumulation < n_Ga - 1), no_sync(fused.D, True):
                 with precision.autocast():
-                    D_fake = GD(z_, y_, train_G=True, split_D=config['split_D'])
-                    G_loss = generator_loss(D_fake) / float(n_Ga)
+                    if extras is None:
+                        D_fake = GD(z_, y_, train_G=True, split_D=config['split_D'])
+                        G_loss = generator_loss(D_fake)
+                    else:
+                        D_fake, G_z = GD(z_, y_, train_G=True, split_D=config['split_D'],
+                                         return_G_z=True)
+                        G_loss = extras.G_loss(generator_loss, fused.G, D_fake, G_z, z_, y_,
+                                               itr)
+                    G_loss = G_loss / float(n_Ga)
                 precision.G_scaler.scale(G_loss).backward()
         if config['G_ortho'] > 0:
             precision.G_scaler.unscale_(G_optim)
@@ -254,9 +274,13 @@ def GAN_training_function(models: Models, sampler, state_dict: dict, config: dic
         precision.G_scaler.update()
 
         if ema is not None:
-            ema.update(state_dict['itr'])
-        return {'G_loss': G_loss.detach(), 'D_loss_real': D_loss_real.detach(),
-                'D_loss_fake': D_loss_fake.detach()}
+            ema.update(itr)
+        metrics = {'G_loss': G_loss.detach(), 'D_loss_real': D_loss_real.detach(),
+                   'D_loss_fake': D_loss_fake.detach()}
+        if extras is not None:
+            extras.end(itr)
+            metrics.update(extras.metrics())
+        return metrics
 
     return train
 

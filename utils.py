@@ -175,6 +175,9 @@ def validate(config: dict) -> None:
                          f"{config['dataset']!r} (use the Inception metrics there)")
     if config.get('class_map') and not config.get('finetune_from'):
         raise ValueError('--class_map maps the classes of --finetune_from: give both')
+    if 'DiffAugment' in config:
+        import regularizers
+        regularizers.check_config(config)
     if config['use_ema'] and not config['ema']:
         print('Note: --use_ema without --ema: there is no G_ema to use, sampling and tests use G')
 
