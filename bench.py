@@ -23,7 +23,9 @@ fused G_D, PyTorch's default Adam, noise copied from pageable memory and the los
 every iteration. Without it, each speed flag defaults per device (CUDA: bf16, channels_last,
 compile; CPU: bf16 where oneDNN runs it natively, channels_last, no compile). `--ch N` sets
 G_ch and D_ch to N: a quick run of the code path at a small width (scripts/gpu_check.sh
---dry-run), not a figure of the paper's models.
+--dry-run), not a figure of the paper's models. `--train_flags '--DiffAugment color'` adds
+train.py flags to the step: what a limited-data option costs
+(scripts/utils/bench_limited_data.py compares each with the plain step).
 """
 import argparse
 import dataclasses
@@ -41,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import distributed
 import flags
+import regularizers
 import sampling
 import train
 import train_fns
@@ -90,6 +93,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='float32 eager with every speed feature off (the original as run)')
     parser.add_argument('--no_flops', action='store_true',
                         help='skip the FLOP count (one more eager float32 iteration)')
+    parser.add_argument('--train_flags', default='',
+                        help="more train.py flags for the step, e.g. '--DiffAugment color "
+                             "--LeCam 0.3' (what an option costs per step)")
     parser.add_argument('--ch', type=int, default=0,
                         help='G_ch and D_ch (0: the config\'s; smaller: a quick smoke run)')
     args = parser.parse_args(argv)
@@ -126,7 +132,7 @@ def run_config(args: argparse.Namespace, device: torch.device) -> utils.Config:
     flags += ['--channels_last'] * channels_last + ['--compile'] * compile_
     if args.ch:
         flags += ['--G_ch', str(args.ch), '--D_ch', str(args.ch)]
-    return utils.parse_config(flags)
+    return utils.parse_config(flags + args.train_flags.split())
 
 
 def device_name(device: torch.device) -> str:
@@ -163,11 +169,17 @@ def training_step(config: dict, device: torch.device, baseline: bool):
                                          distributed.world_size())
         GD = utils.model_module(config).G_D(G, D)  # models.GD stays plain, for eager_step
         GD = distributed.wrap_for_training(GD, config, device)
-    state = {'itr': 1}
+    # Far into a run, so that every term with a start iteration (--LeCam_start) counts.
+    state = {'itr': 10 ** 6}
+    extras = None
+    if regularizers.wanted(config):
+        extras = regularizers.DataEfficient(config, device)
+        GD_module = GD.module if isinstance(GD, torch.nn.DataParallel) else GD
+        GD_module.augment = models.GD.augment = extras.augmenter
     step = train_fns.GAN_training_function(
         dataclasses.replace(models, GD=GD), noise, state, config,
-        precision=train_fns.Precision(config['amp'], device))
-    eager = train_fns.GAN_training_function(models, noise, state, config)
+        precision=train_fns.Precision(config['amp'], device), extras=extras)
+    eager = train_fns.GAN_training_function(models, noise, state, config, extras=extras)
     n = config['batch_size'] * config['num_D_steps'] * config['num_D_accumulations']
     x = torch.rand(n, 3, config['resolution'], config['resolution']) * 2 - 1
     y = torch.randint(0, config['n_classes'], (n,))
@@ -275,7 +287,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
             'setup_s': round(setup_s, 2),
             'first_iter_s': round(warmup_seconds[0], 3) if warmup_seconds else None,
             'warmup_s': round(sum(warmup_seconds), 3), 'warmup': len(warmup_seconds),
-            'gflop_per_iter': None, 'gflop_per_image': None, 'torch': torch.__version__}
+            'gflop_per_iter': None, 'gflop_per_image': None, 'torch': torch.__version__,
+            'train_flags': args.train_flags}
         # The timing first: the count runs one more eager float32 step, which may not fit.
         if distributed.is_main():
             print(json.dumps(record), flush=True)

@@ -6,7 +6,8 @@ per line: `itr`, `IS_mean`, `IS_std`, `FID`, `_stamp`, and `KID_mean` / `KID_std
 `fmnist_accuracy` / `fmnist_FID` where logged)
 and `<logs_root>/<exp>/<metric>.log` (lines `<itr>: <value>`: `G_loss`, `D_loss_real`,
 `D_loss_fake`, singular values such as `G_linear_sv0`), and writes `<exp>_metrics.png`,
-`<exp>_losses.png`, `<exp>_svs.png` and, with `--compare`, `compare_IS.png` (every test metric
+`<exp>_losses.png`, `<exp>_svs.png`, `<exp>_limited_data.png` (ADA's p and r_t, LeCam's averages, top-k's k,
+where logged) and, with `--compare`, `compare_IS.png` (every test metric
 the compared runs logged, one panel each):
 
     python logs/plot_logs.py --logs_root logs --experiment_name EXP [--smooth N] [--x time]
@@ -25,6 +26,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 LOSS_NAMES = ('G_loss', 'D_loss_real', 'D_loss_fake')
+# The limited-data flags' logs, one panel per group: (names, y label).
+LIMITED_DATA_PANELS = ((('ADA_p', 'ADA_rt'), 'ADA: p and r_t = E[sign D(reals)]'),
+                       (('LeCam_real', 'LeCam_fake'), "LeCam: averages of D's outputs"),
+                       (('topk_k',), 'top-k: k'))
 X_AXES = ('itr', 'time')
 # (mean key, std key, panel name, index of the best value) of the test-metrics panels.
 METRIC_PANELS = (
@@ -227,6 +232,22 @@ def _losses_figure(losses: dict[str, Series], smooth: Optional[int], title: str)
     return fig
 
 
+def _limited_data_figure(series: dict[str, Series], title: str) -> Figure:
+    """ADA's p and r_t, LeCam's averages and top-k's k (--ADA, --LeCam, --topk), one panel
+    per group logged."""
+    panels = [(names, label) for names, label in LIMITED_DATA_PANELS
+              if set(names) & set(series)]
+    fig, axes = _new_figure(len(panels), title)
+    for ax, (names, label) in zip(axes, panels):
+        for color, name in enumerate(names):
+            if name in series:
+                ax.plot(*series[name], color=f'C{color}', linewidth=0.8, label=name)
+        ax.set_xlabel('iteration')
+        ax.set_ylabel(label)
+        ax.legend(fontsize='small')
+    return fig
+
+
 def top_layers(svs: dict[str, Series], names: Sequence[str], k: int = TOP_LAYERS) -> list[str]:
     """The `k` layers of `names` whose last singular value is largest: the ones to watch, as a
     layer whose spectral norm runs away is what precedes collapse (Brock et al., section 4.1)."""
@@ -336,6 +357,14 @@ def plot_experiment(logs_root: str, experiment_name: str, out_dir: Optional[str]
     losses = _read_logs(loss_paths)
     if losses:
         figures.append(('losses', _losses_figure(losses, smooth, f'{experiment_name}: losses')))
+
+    extra = {}
+    for names, _ in LIMITED_DATA_PANELS:
+        paths = [os.path.join(exp_dir, f'{name}.log') for name in names]
+        extra.update(_read_logs([path for path in paths if os.path.isfile(path)]))
+    if extra:
+        figures.append(('limited_data', _limited_data_figure(
+            extra, f'{experiment_name}: limited-data flags')))
 
     sv_pattern = os.path.join(exp_dir, '*sv*.log')
     svs = _read_logs(sorted(glob.glob(os.path.join(glob.escape(exp_dir), '*sv*.log'))))

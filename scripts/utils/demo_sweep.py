@@ -81,13 +81,13 @@ def train(name: str, flags: list, minutes: float, out: str, seed: int) -> dict:
             'wall_s': round(time.time() - start, 1), 'folder': folder}
 
 
-def score(run: dict, scorer: 'score_fmnist.Scorer') -> dict:
-    """Scores of the run's G_ema (10,000 samples)."""
+def score(run: dict, scorer: 'score_fmnist.Scorer', n: int = 10000) -> dict:
+    """Scores of the run's G_ema on `n` samples."""
     config = run['config']
     G = utils.model_module(config).Generator(**{**config, 'skip_init': True})
     checkpoints.load_into(G, os.path.join(run['folder'], 'weights', 'run',
                                           checkpoints.file_name('G_ema')))
-    return scorer.score_generator(G, n=10000)
+    return scorer.score_generator(G, n=n)
 
 
 def main(argv=None) -> None:
