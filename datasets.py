@@ -146,6 +146,8 @@ def check_same_data(state: dict, here: dict, path: str) -> None:
             counts = [f"{data[key]} {word}" for key, word in (('n_classes', 'classes'),
                                                               ('n_images', 'images'))
                       if key in data]
+            if 'subset_seed' in data:
+                counts.append(f"the subset of --subset_seed {data['subset_seed']}")
             return f"{data.get('dataset', '?')}{name} ({', '.join(counts)})"
         raise ValueError(f'--resume: {path!r} was trained on {describe(saved)}, the data here '
                          f'is {describe(here)}: resume with the data the run was trained on '

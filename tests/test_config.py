@@ -83,6 +83,15 @@ SCRIPT_NAMES = {
                            'Gnlrelu_Dnlrelu_GinitN02_DinitN02_ema',
     'sample_cifar_ema.sh': 'BigGAN_C10_seed0_Gch64_Dch64_bs50_nDs4_Glr2.0e-04_Dlr2.0e-04_'
                            'Gnlrelu_Dnlrelu_GinitN02_DinitN02_ema',
+    # The limited-data scripts (docs/data_efficient.md): new flags, new name tokens.
+    'launch_cifar_DiffAugment.sh': 'BigGAN_C10_seed0_Gch64_Dch64_bs50_nDs4_Glr2.0e-04_'
+                                   'Dlr2.0e-04_Gnlrelu_Dnlrelu_GinitN02_DinitN02_ema_mirror_'
+                                   'DiffAug-translation,cutout',
+    'launch_BigGAN_I128_DiffAugment_LeCam.sh': 'BigGAN_I128_hdf5_seed0_Gch96_Dch96_bs256_nDs2_'
+                                               'nDa8_nGa8_Glr1.0e-04_Dlr2.0e-04_Gnlinplace_relu_'
+                                               'Dnlinplace_relu_Ginitortho_Dinitortho_Gattn64_'
+                                               'Dattn64_Gshared_hier_ema_frac0.1_DiffAug-'
+                                               'translation_LeCam0.3',
 }
 
 
@@ -103,6 +112,16 @@ def test_launch_scripts_pass_extra_arguments_last(name):
     assert argv[-4:] == ['--G_ch', '8', '--num_iters', '4']
     args = vars(_parser().parse_args(argv))
     assert (args['G_ch'], args['num_iters']) == (8, 4)
+
+
+@pytest.mark.parametrize('fraction, epochs', [('0.1', 5000), ('0.2', 5000), ('1', 1000)])
+def test_the_cifar_diffaugment_script_takes_its_fraction(fraction, epochs, monkeypatch):
+    """FRACTION picks the published run: 5,000 epochs of a part, 1,000 of the whole."""
+    monkeypatch.setenv('FRACTION', fraction)
+    _, *argv = script_argv('launch_cifar_DiffAugment.sh')
+    args = vars(_parser().parse_args(argv))
+    assert (args['data_fraction'], args['num_epochs']) == (float(fraction), epochs)
+    assert args['DiffAugment'] == 'translation,cutout' and args['mirror_augment']
 
 
 def test_default_name():

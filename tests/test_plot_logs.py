@@ -351,3 +351,24 @@ def test_compare_says_when_runs_share_no_metric(tmp_path, capsys):
     assert 'share no' not in capsys.readouterr().err
     assert [ax.get_ylabel() for ax in fig.axes] == [
         'IS_mean', 'FID', 'precision', 'recall', 'density', 'coverage', 'iFID', 'KID_mean']
+
+
+def test_the_limited_data_logs_get_their_panels(tmp_path):
+    """ADA's p and r_t, LeCam's averages and k: one panel per group logged, none without."""
+    root = str(tmp_path)
+    _make_experiment(root, 'plain')
+    assert not any('limited_data' in os.path.basename(p)
+                   for p in plot_logs.plot_experiment(root, 'plain'))
+    _make_experiment(root, 'ada')
+    for name in ('ADA_p', 'ADA_rt', 'topk_k'):
+        _write(os.path.join(root, 'ada', f'{name}.log'), _metric_lines(range(1, 51),
+                                                                     np.linspace(0, 1, 50)))
+    paths = [p for p in plot_logs.plot_experiment(root, 'ada')
+             if 'limited_data' in os.path.basename(p)]
+    assert [os.path.basename(p) for p in paths] == ['ada_limited_data.png']
+    series = plot_logs._read_logs([os.path.join(root, 'ada', f'{n}.log')
+                                   for n in ('ADA_p', 'ADA_rt', 'topk_k')])
+    figure = plot_logs._limited_data_figure(series, 'ada')
+    labels = [ax.get_ylabel() for ax in figure.axes]
+    assert labels == [plot_logs.LIMITED_DATA_PANELS[0][1], plot_logs.LIMITED_DATA_PANELS[2][1]]
+    assert matplotlib.image.imread(paths[0]).shape[0] > 100

@@ -71,6 +71,7 @@ RUN_BY = {
     'Sample and interpolate': 'test_the_task_blocks_run',
     'Fine-tune on new classes': 'test_the_task_blocks_run',
     'Train without labels': 'test_the_task_blocks_run',
+    'Train with little data': 'test_the_task_blocks_run',
     'Plot the logs and score samples': 'test_the_demo_block_runs',
 }
 
@@ -143,6 +144,10 @@ def test_the_task_blocks_run(smoke):
     assert tuned['config']['G_ch'] == 8 and tuned['itr'] == 2  # the source's width
     _task('Train without labels', smoke)
     assert os.path.isfile(os.path.join(smoke, 'weights', 'smoke_uncond', 'G.pth'))
+    _task('Train with little data', smoke)
+    little = torch.load(os.path.join(smoke, 'weights', 'smoke_little', 'state_dict.pth'),
+                        weights_only=True)
+    assert little['data']['n_images'] == 50 and 'LeCam' in little['data_efficient']
 
 
 def test_the_python_example_runs(smoke):

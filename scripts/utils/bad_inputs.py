@@ -511,15 +511,37 @@ RELIABILITY_CASES = [
 ]
 CASES += RELIABILITY_CASES
 
+# Limited data (docs/data_efficient.md)
+LIMITED_DATA_CASES = [
+    ('--DiffAugment colr (no such transform)',
+     lambda c: ('train.py', c.train_args('--DiffAugment', 'colr'))),
+    ('--data_fraction 0', lambda c: ('train.py', c.train_args('--data_fraction', '0'))),
+    ('--num_samples 100 (the data holds 16)',
+     lambda c: ('train.py', c.train_args('--num_samples', '100'))),
+    ('--num_samples 8 with --data_fraction 0.5',
+     lambda c: ('train.py', c.train_args('--num_samples', '8', '--data_fraction', '0.5'))),
+    ('--CR 10 with --bCR_real 10 (the same term)',
+     lambda c: ('train.py', c.train_args('--CR', '10', '--bCR_real', '10'))),
+    ('--ADA_target 1.5', lambda c: ('train.py', c.train_args('--ADA', '--ADA_target', '1.5'))),
+    ('--resume on another subset (--subset_seed 1 after 0)',
+     lambda c: (_trained(c, 'run', '--num_samples', '8'),
+                ('train.py', c.train_args('--num_samples', '8', '--subset_seed', '1',
+                                          '--resume', '--num_iters', '4')))[1]),
+]
+CASES += LIMITED_DATA_CASES
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='', help='also write the table to this file')
+    parser.add_argument('--first', type=int, default=1, help='start at this case number')
     args = parser.parse_args(argv)
     rows = ['| # | bad input or fault | exit | error line | on disk afterwards | ok |',
             '| --- | --- | --- | --- | --- | --- |']
     failures = 0
     for number, (what, setup, *expected) in enumerate(CASES, 1):
+        if number < args.first:
+            continue
         expected = expected[0] if expected else 2
         with tempfile.TemporaryDirectory() as tmp:
             case = Case(tmp)
@@ -542,7 +564,8 @@ def main(argv=None) -> int:
     if args.out:
         with open(args.out, 'w') as f:
             f.write(table + '\n')
-    print(f'\n{len(CASES) - failures} of {len(CASES)} cases end as they should')
+    ran = len(CASES) - args.first + 1
+    print(f'\n{ran - failures} of {ran} cases end as they should')
     return 1 if failures else 0
 
 
