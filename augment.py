@@ -217,10 +217,13 @@ def ada_augment(x: torch.Tensor, p: torch.Tensor, generator: torch.Generator) ->
     x = translate(x, dy * move, dx * move, fill='reflect')
     # Colour.
     x = brightness(x, torch.where(chosen(), _normal(x, generator) * ADA_BRIGHTNESS_STD, 0.))
-    x = contrast(x, torch.where(chosen(), torch.exp(_normal(x, generator) * ADA_CONTRAST_STD),
-                                1.))
-    x = saturation(x, torch.where(chosen(), torch.exp(_normal(x, generator)
-                                                      * ADA_SATURATION_STD), 1.))
+    # Contrast and saturation only where chosen: a factor of 1, (x - mean) * 1 + mean, is
+    # not x to the last bit.
+    which = chosen().view(-1, 1, 1, 1)
+    x = torch.where(which, contrast(x, torch.exp(_normal(x, generator) * ADA_CONTRAST_STD)), x)
+    which = chosen().view(-1, 1, 1, 1)
+    x = torch.where(which, saturation(x, torch.exp(_normal(x, generator)
+                                                   * ADA_SATURATION_STD)), x)
     # Cutout, the centre anywhere in the image.
     size, cut = _cutout_size(x), chosen()
     top = (_uniform(x, generator) * x.shape[2]).long() - size // 2

@@ -342,8 +342,9 @@ NEW_FLAGS = [
       limits='>= 0', tag='LeCam%g'),
     F('LeCam_decay', float, 0.99, "--LeCam: decay of the moving averages", 'train',
       limits='in [0, 1)'),
-    F('LeCam_start', int, 1000, '--LeCam: the averages start averaging, and the term counts, '
-      'after this iteration', 'train', limits='>= 0'),
+    F('LeCam_start', int, 1000, "--LeCam: the averages copy the last batch's means before "
+      'this iteration and average from it on; the term counts after it', 'train',
+      limits='>= 0'),
     F('CR', float, 0.0, "consistency regularization weight (Zhang et al. 2020; paper: 10): D's "
       'outputs on reals against reals flipped and shifted', 'train', limits='>= 0',
       tag='CR%g'),

@@ -6,7 +6,7 @@ with the augmentations (augment.py) for the training step and its checkpoint.
 - LeCam (Tseng et al. 2021): lambda * (E[relu(D(x) - a_F)^2] + E[relu(a_R - D(G(z)))^2]), a_R
   and a_F moving averages (decay --LeCam_decay) of D's mean output on reals and fakes. The
   relu is the authors' code's (their paper writes a plain square); averages are plain copies
-  of the last batch until --LeCam_start and the term counts after it, as in that code.
+  of the last batch before --LeCam_start and the term counts after it, as in that code.
 - CR (Zhang et al. 2020): lambda * E[(D(x) - D(T(x)))^2], T a random x-flip and a shift of up
   to 1/8 of the side (zero fill). bCR (Zhao et al. 2021) adds the same on fakes (G(z) held
   fixed); its real term is CR's.
