@@ -15,13 +15,7 @@ import BigGAN
 from conftest import ROOT, one_error_line
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread is fastest
 
 
 def _distinct(n: int, c: int = 3, h: int = 8, w: int = 8) -> torch.Tensor:

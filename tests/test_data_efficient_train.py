@@ -22,13 +22,7 @@ NEW_ROWS = flags.NEW_FLAGS[_names.index('data_fraction'):_names.index('topk_nu')
 LOG_KEYS = ('ADA_p', 'ADA_rt', 'LeCam_real', 'LeCam_fake', 'topk_k')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny models: one thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread is fastest
 
 
 def _plain(value) -> bool:

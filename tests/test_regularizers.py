@@ -16,13 +16,7 @@ import regularizers
 from conftest import ROOT, one_error_line
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread is fastest
 
 
 def _config(**changes) -> dict:
