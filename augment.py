@@ -325,9 +325,14 @@ class Augmenter:
         return x
 
 
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image mirrored left to right with probability 1/2."""
+    return flip(x, _uniform(x, generator) < 0.5)
+
+
 def mirror(x: torch.Tensor, seed: int, itr: int, rank: int) -> torch.Tensor:
     """--mirror_augment: each image of iteration `itr`'s batch mirrored with probability 1/2,
     drawn from its own (seed, itr, rank) stream (so any data set, HDF5 too, resumes exactly)."""
     generator = torch.Generator(x.device).manual_seed(
         (iteration_seed(seed, itr, rank) + 1) % 2**63)
-    return flip(x, _uniform(x, generator) < 0.5)
+    return random_flip(x, generator)

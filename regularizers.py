@@ -44,7 +44,7 @@ def consistency(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def cr_transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """CR's T: each image mirrored with probability 1/2, then shifted by up to 1/8 of the side
     on each axis (zero fill)."""
-    x = augment.flip(x, augment._uniform(x, generator) < 0.5)
+    x = augment.random_flip(x, generator)
     return augment.diff_translation(x, generator)
 
 
