@@ -229,16 +229,17 @@ def GAN_training_function(models: Models, sampler, state_dict: dict, config: dic
                 z_, y_ = sampler.sample(batch_size)
                 with no_sync(fused.D, accumulation < n_Da - 1):
                     with precision.autocast():
-                        out = GD(z_, y_, x[counter], y[counter], train_G=False,
-                                 split_D=config['split_D'],
-                                 return_G_z=extras is not None and extras.needs_G_z)
-                        D_fake, D_real = out[:2]
+                        # G_z: G's output, where the extras need it (bCR's fakes, zCR).
+                        D_fake, D_real, *G_z = GD(
+                            z_, y_, x[counter], y[counter], train_G=False,
+                            split_D=config['split_D'],
+                            return_G_z=extras is not None and extras.needs_G_z)
                         D_loss_real, D_loss_fake = discriminator_loss(D_fake, D_real)
                         D_loss = D_loss_real + D_loss_fake
                         if extras is not None:
                             D_loss = D_loss + extras.D_terms(
-                                fused.G, fused.D, itr, D_fake, D_real, out[2] if len(out) > 2 else None,
-                                z_, y_, x[counter], y[counter])
+                                fused.G, fused.D, itr, D_fake, D_real, *(G_z or [None]), z_,
+                                y_, x[counter], y[counter])
                         D_loss = D_loss / float(n_Da)
                     precision.D_scaler.scale(D_loss).backward()
                 counter += 1
