@@ -473,6 +473,7 @@ def loop(run: Run) -> None:
     time_limit = config['time_limit'] * 60
     out_of_time = signalled = False
     stop = run.stop if run.stop is not None and run.stop.numbers else None
+    last_saved = state_dict['itr']
     for x, y in batches:
         if num_iters and state_dict['itr'] >= num_iters:
             break
@@ -505,9 +506,13 @@ def loop(run: Run) -> None:
                 or out_of_time or signalled):
             log.flush()
             _save(run, itr)
+            last_saved = itr
         if (num_iters and itr >= num_iters) or out_of_time or signalled:
             break
     log.flush()
+    if state_dict['itr'] > last_saved:
+        # The data ran out (--num_epochs) between saves: the original lost those iterations.
+        _save(run, state_dict['itr'])
     if main:
         if signalled:
             print(f'\n{stop.name} received: saved the checkpoint of iteration {state_dict["itr"]}')

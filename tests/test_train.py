@@ -89,9 +89,12 @@ def test_num_iters_counts_across_resumes_and_epochs_stop(tmp_path, hdf5_file):
     _, state = _run(_hdf5_args(tmp_path, hdf5_file, '--num_iters', '5', '--resume'))
     assert state['itr'] == 5
     # --num_epochs alone: 24 images, batch 4 -> 6 iterations per epoch.
-    _, state = _run(_hdf5_args(tmp_path / 'epochs', hdf5_file, '--num_epochs', '2',
-                               '--save_every', '100'))
+    config, state = _run(_hdf5_args(tmp_path / 'epochs', hdf5_file, '--num_epochs', '2',
+                                    '--save_every', '100'))
     assert state['itr'] == 12 and state['epoch'] == 2
+    # ... and the end of the data is saved too, off the save_every grid (the original lost it).
+    saved = safe_load(os.path.join(_folder(tmp_path / 'epochs', config), 'state_dict.pth'))
+    assert saved['itr'] == 12
 
 
 def test_resume_past_num_iters_says_so_and_trains_nothing(tmp_path, hdf5_file, capsys):

@@ -43,7 +43,8 @@ def launch(method: str, fraction: float, seed: int, minutes: float, out: str):
     folder = os.path.join(out, f'{method}_frac{fraction:g}_seed{seed}')
     args = (demo_sweep.COMMON + RECIPE + METHODS[method] + [
         '--data_fraction', str(fraction), '--seed', str(seed), '--experiment_name', 'run',
-        '--time_limit', str(minutes), '--save_every', '1000000', '--overwrite'])
+        '--time_limit', str(minutes), '--save_every', '1000000', '--overwrite',
+        '--num_epochs', '1000000'])  # the clock ends every run, not the data
     for kind in ('weights', 'logs', 'samples'):
         args += [f'--{kind}_root', os.path.join(folder, kind)]
     os.makedirs(folder, exist_ok=True)
