@@ -326,10 +326,7 @@ def test_check_config(changes, names):
     assert all(name in str(error.value) for name in names)
 
 
-@pytest.mark.parametrize('args, names', [
-    (['--num_samples', '10', '--data_fraction', '0.5'], ('--num_samples', '--data_fraction')),
-    (['--CR', '1', '--bCR_real', '1'], ('--CR', '--bCR_real'))])
-def test_cli_conflicts_are_one_error_line(args, names):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py')] + args,
-                            capture_output=True, text=True, cwd=ROOT)
-    one_error_line(result, *names)
+def test_a_cli_conflict_is_one_error_line():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--CR', '1',
+                             '--bCR_real', '1'], capture_output=True, text=True, cwd=ROOT)
+    one_error_line(result, '--CR', '--bCR_real')
