@@ -43,7 +43,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import distributed
 import flags
-import regularizers
 import sampling
 import train
 import train_fns
@@ -159,6 +158,7 @@ def training_step(config: dict, device: torch.device, baseline: bool):
     """(step, eager_step): one training iteration on random data, through train.py's code, and
     the same iteration eager in float32 (for the FLOP count)."""
     models = train.build_models(config, device, fast_adam=not baseline)
+    extras = train.make_extras(config, device, models)  # the limited-data flags, if any
     G, D = models.G, models.D
     distributed.broadcast_states(G, D, models.G_ema)
     noise = sampling.NoiseSampler(G.dim_z, config['n_classes'], config['G_batch_size'],
@@ -167,15 +167,11 @@ def training_step(config: dict, device: torch.device, baseline: bool):
     if not baseline:
         noise = distributed.ShardedNoise(noise, device, distributed.rank(),
                                          distributed.world_size())
-        GD = utils.model_module(config).G_D(G, D)  # models.GD stays plain, for eager_step
+        # models.GD stays plain, for eager_step.
+        GD = utils.model_module(config).G_D(G, D, augment=models.GD.augment)
         GD = distributed.wrap_for_training(GD, config, device)
     # Far into a run, so that every term with a start iteration (--LeCam_start) counts.
     state = {'itr': 10 ** 6}
-    extras = None
-    if regularizers.wanted(config):
-        extras = regularizers.DataEfficient(config, device)
-        GD_module = GD.module if isinstance(GD, torch.nn.DataParallel) else GD
-        GD_module.augment = models.GD.augment = extras.augmenter
     step = train_fns.GAN_training_function(
         dataclasses.replace(models, GD=GD), noise, state, config,
         precision=train_fns.Precision(config['amp'], device), extras=extras)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import augment
+import flags
 
 # ------------------------------------------------------------------------------------------------
 # The terms, on fixed tensors
@@ -93,9 +94,9 @@ class LeCam:
 # What the training step holds
 # ------------------------------------------------------------------------------------------------
 
-# The flags that turn something here on, with the value that leaves it off.
-FLAGS_OFF = {'DiffAugment': '', 'ADA': False, 'LeCam': 0., 'CR': 0., 'bCR_real': 0.,
-             'bCR_fake': 0., 'zCR_dis': 0., 'zCR_gen': 0., 'topk': False, 'mirror_augment': False}
+# The flags that turn something here on; their defaults (flags.py) leave it off.
+SWITCHES = ('DiffAugment', 'ADA', 'LeCam', 'CR', 'bCR_real', 'bCR_fake', 'zCR_dis', 'zCR_gen',
+            'topk', 'mirror_augment')
 
 
 def check_config(config: dict) -> None:
@@ -109,7 +110,8 @@ def check_config(config: dict) -> None:
 
 def wanted(config: dict) -> bool:
     """Whether any limited-data flag is on."""
-    return any(config.get(key, off) != off for key, off in FLAGS_OFF.items())
+    table = flags.rows()
+    return any(config.get(key, table[key].default) != table[key].default for key in SWITCHES)
 
 
 class DataEfficient:

@@ -165,12 +165,14 @@ def apply_optimizer_flags(config: dict, models: train_fns.Models) -> None:
 
 
 def make_extras(config: dict, device: torch.device, models: train_fns.Models,
-                loader) -> Optional[regularizers.DataEfficient]:
+                loader=None) -> Optional[regularizers.DataEfficient]:
     """The limited-data flags' augmentations and terms (None when all are off); the fused
-    G_D applies the augmentations to everything D sees."""
+    G_D applies the augmentations to everything D sees. `loader` gives the iterations per
+    epoch (top-k's schedule; 1 without one, as bench.py times a step)."""
     if not regularizers.wanted(config):
         return None
-    per_epoch = len(loader.dataset) // distributed.world_size() // loader.batch_size
+    per_epoch = (len(loader.dataset) // distributed.world_size() // loader.batch_size
+                 if loader is not None else 1)
     extras = regularizers.DataEfficient(
         config, device, rank=distributed.rank(), iters_per_epoch=per_epoch,
         mean_over_ranks=distributed.mean_over_ranks, sum_over_ranks=distributed.sum_over_ranks)
