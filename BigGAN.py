@@ -402,7 +402,9 @@ class G_D(nn.Module):
         self.D = D
         self.augment = augment
 
-    def _D(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def discriminate(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """D's output on `images`, augmented on the way in as every batch D sees (the
+        limited-data terms call it too)."""
         return self.D(self.augment(images) if self.augment else images, labels)
 
     def forward(self, z: torch.Tensor, gy: torch.Tensor, x: Optional[torch.Tensor] = None,
@@ -413,11 +415,13 @@ class G_D(nn.Module):
         if x is not None and G_z.dtype != x.dtype:
             G_z = G_z.to(x.dtype)
         if split_D:
-            out = (self._D(G_z, gy),) if x is None else (self._D(G_z, gy), self._D(x, dy))
+            out = (self.discriminate(G_z, gy),)
+            if x is not None:
+                out = out + (self.discriminate(x, dy),)
         else:
             D_input = G_z if x is None else torch.cat([G_z, x], 0)
             D_class = gy if dy is None else torch.cat([gy, dy], 0)
-            D_out = self._D(D_input, D_class)
+            D_out = self.discriminate(D_input, D_class)
             out = (D_out,) if x is None else tuple(torch.split(D_out, [G_z.shape[0],
                                                                         x.shape[0]]))
         if return_G_z:

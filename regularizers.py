@@ -147,21 +147,18 @@ class DataEfficient:
             x = augment.mirror(x, self.config['seed'], itr, self.rank)
         return x
 
-    def _D(self, D, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """D's output on images it sees augmented, as in G_D."""
-        return D(self.augmenter(images) if self.augmenter else images, labels)
-
     def _noise(self, z: torch.Tensor) -> torch.Tensor:
         """zCR's dz ~ N(0, sigma^2), as z."""
         generator = self.augmenter.generator(z.device)
         return torch.randn(z.shape, generator=generator, device=z.device,
                            dtype=z.dtype) * self.config['zCR_sigma']
 
-    def D_terms(self, G, D, itr: int, D_fake: torch.Tensor, D_real: torch.Tensor,
+    def D_terms(self, GD, itr: int, D_fake: torch.Tensor, D_real: torch.Tensor,
                 G_z: Optional[torch.Tensor], z: torch.Tensor, gy: torch.Tensor,
                 x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-        """The extra D loss of one D micro-batch (ADA also takes its sign statistics here)."""
-        config = self.config
+        """The extra D loss of one D micro-batch (ADA also takes its sign statistics here).
+        `GD` is the fused G_D: D sees every image through its `discriminate`."""
+        config, G = self.config, GD.G
         total = torch.zeros((), device=D_real.device)
         if self.ada is not None:
             self.ada.observe(D_real)
@@ -171,17 +168,17 @@ class DataEfficient:
         for weight in (config['CR'], config['bCR_real']):
             if weight:
                 total = total + weight * consistency(
-                    D_real, self._D(D, cr_transform(x, generator), dy))
+                    D_real, GD.discriminate(cr_transform(x, generator), dy))
         if config['bCR_fake']:
             fakes = cr_transform(G_z.detach(), generator)
-            total = total + config['bCR_fake'] * consistency(D_fake, self._D(D, fakes, gy))
+            total = total + config['bCR_fake'] * consistency(D_fake, GD.discriminate(fakes, gy))
         if config['zCR_dis']:
             with torch.no_grad():
                 moved = G(z + self._noise(z), G.shared(gy)).to(G_z.dtype)
-            total = total + config['zCR_dis'] * consistency(D_fake, self._D(D, moved, gy))
+            total = total + config['zCR_dis'] * consistency(D_fake, GD.discriminate(moved, gy))
         return total
 
-    def G_loss(self, generator_loss: Callable, G, D_fake: torch.Tensor,
+    def G_loss(self, generator_loss: Callable, GD, D_fake: torch.Tensor,
                G_z: Optional[torch.Tensor], z: torch.Tensor, gy: torch.Tensor,
                itr: int) -> torch.Tensor:
         """G's loss of one G micro-batch: top-k of the fakes' scores, minus zCR's term."""
@@ -192,7 +189,7 @@ class DataEfficient:
             D_fake = topk(D_fake, self.k)
         loss = generator_loss(D_fake)
         if config['zCR_gen']:
-            moved = G(z + self._noise(z), G.shared(gy))
+            moved = GD.G(z + self._noise(z), GD.G.shared(gy))
             loss = loss - config['zCR_gen'] * consistency(G_z, moved)
         return loss
 

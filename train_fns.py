@@ -238,8 +238,8 @@ def GAN_training_function(models: Models, sampler, state_dict: dict, config: dic
                         D_loss = D_loss_real + D_loss_fake
                         if extras is not None:
                             D_loss = D_loss + extras.D_terms(
-                                fused.G, fused.D, itr, D_fake, D_real, *(G_z or [None]), z_,
-                                y_, x[counter], y[counter])
+                                fused, itr, D_fake, D_real, *(G_z or [None]), z_, y_,
+                                x[counter], y[counter])
                         D_loss = D_loss / float(n_Da)
                     precision.D_scaler.scale(D_loss).backward()
                 counter += 1
@@ -263,7 +263,7 @@ def GAN_training_function(models: Models, sampler, state_dict: dict, config: dic
                     else:
                         D_fake, G_z = GD(z_, y_, train_G=True, split_D=config['split_D'],
                                          return_G_z=True)
-                        G_loss = extras.G_loss(generator_loss, fused.G, D_fake, G_z, z_, y_,
+                        G_loss = extras.G_loss(generator_loss, fused, D_fake, G_z, z_, y_,
                                                itr)
                     G_loss = G_loss / float(n_Ga)
                 precision.G_scaler.scale(G_loss).backward()

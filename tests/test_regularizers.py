@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import augment
+import BigGAN
 import flags
 import losses
 import regularizers
@@ -193,7 +194,8 @@ def _d_terms(config, itr=5, with_G_z=False):
     x = extras.start(itr, x)
     G_z = G(z, G.shared(gy)).detach()
     D_fake, D_real = D(G_z, gy), D(x, dy)
-    term = extras.D_terms(G, D, itr, D_fake, D_real, G_z if with_G_z else None, z, gy, x, dy)
+    GD = BigGAN.G_D(G, D, augment=extras.augmenter)
+    term = extras.D_terms(GD, itr, D_fake, D_real, G_z if with_G_z else None, z, gy, x, dy)
     return term, (G, D, z, gy, x, dy, G_z, D_fake, D_real), extras
 
 
@@ -266,7 +268,7 @@ def test_zcr_gen_lowers_the_g_loss_by_its_term():
         extras.start(itr, x)
         G.zero_grad()
         G_z = G(z, G.shared(gy))
-        loss = extras.G_loss(generator_loss, G, D(G_z, gy), G_z, z, gy, itr)
+        loss = extras.G_loss(generator_loss, BigGAN.G_D(G, D), D(G_z, gy), G_z, z, gy, itr)
         loss.backward()
         losses_at[weight] = loss.detach()
     dz = torch.randn(z.shape, generator=_replay(seed, itr)) * 0.2
@@ -299,8 +301,9 @@ def test_state_dict_round_trip():
     G, D, z, gy, x, dy = _batch()
     D_fake, D_real = D(G(z, G.shared(gy)), gy), D(x, dy)
     one.start(1, x)
-    one.D_terms(G, D, 1, D_fake, D_real, None, z, gy, x, dy)
-    one.G_loss(lambda d: -d.mean(), G, D_fake, None, z, gy, 1)
+    GD = BigGAN.G_D(G, D, augment=one.augmenter)
+    one.D_terms(GD, 1, D_fake, D_real, None, z, gy, x, dy)
+    one.G_loss(lambda d: -d.mean(), GD, D_fake, None, z, gy, 1)
     one.end(1)
     state = one.state_dict()
     assert set(state) == {'ADA', 'LeCam', 'topk_k'}
