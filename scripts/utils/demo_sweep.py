@@ -63,21 +63,32 @@ VARIANTS = {
 }
 
 
+def run_flags(folder: str, seed: int, minutes: float) -> list:
+    """The flags of one timed run in `folder`: its seed, --time_limit, experiment `run` under
+    the folder's weights/, logs/ and samples/, no saves before the end."""
+    args = ['--seed', str(seed), '--experiment_name', 'run', '--time_limit', str(minutes),
+            '--save_every', '1000000', '--overwrite']
+    for kind in ('weights', 'logs', 'samples'):
+        args += [f'--{kind}_root', os.path.join(folder, kind)]
+    return args
+
+
+def iterations(stdout: str) -> int:
+    """The iteration train.py stopped at, from its output (-1 where it does not say)."""
+    stopped = re.findall(r'Stopped at iteration (\d+)', stdout)
+    return int(stopped[-1]) if stopped else -1
+
+
 def train(name: str, flags: list, minutes: float, out: str, seed: int) -> dict:
     """Run train.py for `minutes`; its config, iterations and seconds."""
     folder = os.path.join(out, f'{name}_seed{seed}')
-    args = COMMON + flags + ['--seed', str(seed), '--experiment_name', 'run',
-                             '--time_limit', str(minutes), '--save_every', '1000000',
-                             '--overwrite']
-    for kind in ('weights', 'logs', 'samples'):
-        args += [f'--{kind}_root', os.path.join(folder, kind)]
+    args = COMMON + flags + run_flags(folder, seed, minutes)
     start = time.time()
     result = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args],
                             capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise RuntimeError(f'{name}: train.py failed:\n{result.stderr[-2000:]}')
-    stopped = re.search(r'Stopped at iteration (\d+)', result.stdout)
-    return {'config': utils.parse_config(args), 'itr': int(stopped.group(1)) if stopped else -1,
+    return {'config': utils.parse_config(args), 'itr': iterations(result.stdout),
             'wall_s': round(time.time() - start, 1), 'folder': folder}
 
 

@@ -42,12 +42,10 @@ def launch(method: str, fraction: float, seed: int, minutes: float, out: str):
     """Start one run; (its folder, its flags, the process)."""
     folder = os.path.join(out, f'{method}_frac{fraction:g}_seed{seed}')
     args = (demo_sweep.COMMON + RECIPE + METHODS[method] + [
-        '--data_fraction', str(fraction), '--seed', str(seed), '--experiment_name', 'run',
-        '--time_limit', str(minutes), '--save_every', '1000000', '--overwrite',
+        '--data_fraction', str(fraction),
         # The clock ends every run, not the data, and no test falls within it.
-        '--num_epochs', '100000', '--test_every', str(10 ** 9)])
-    for kind in ('weights', 'logs', 'samples'):
-        args += [f'--{kind}_root', os.path.join(folder, kind)]
+        '--num_epochs', '100000', '--test_every', str(10 ** 9)]
+        + demo_sweep.run_flags(folder, seed, minutes))
     os.makedirs(folder, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     log = open(os.path.join(folder, 'train.out'), 'w')
@@ -63,9 +61,7 @@ def finished(folder: str, args: list, process, log, started: float) -> dict:
     text = open(os.path.join(folder, 'train.out')).read()
     if status != 0:
         raise RuntimeError(f'{folder}: train.py failed (status {status}):\n{text[-2000:]}')
-    stopped = [line for line in text.splitlines() if line.startswith('Stopped at iteration')]
-    itr = int(stopped[-1].split()[3]) if stopped else -1
-    return {'config': utils.parse_config(args), 'itr': itr,
+    return {'config': utils.parse_config(args), 'itr': demo_sweep.iterations(text),
             'wall_s': round(time.time() - started, 1), 'folder': folder}
 
 
