@@ -312,7 +312,9 @@ class Augmenter:
         with self._lock:
             if device not in self._generators:
                 index = device.index or 0
-                seed = iteration_seed(self.seed, self.itr, self.rank) + index
+                # Even offsets: the mirror's stream is the odd one (+1), so that no device's
+                # draws repeat the mirror's (cuda:1 had its seed).
+                seed = iteration_seed(self.seed, self.itr, self.rank) + 2 * index
                 self._generators[device] = torch.Generator(device).manual_seed(seed % 2**63)
             return self._generators[device]
 
