@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 import augment
-import flags
 
 # ------------------------------------------------------------------------------------------------
 # The terms, on fixed tensors
@@ -94,9 +93,11 @@ class LeCam:
 # What the training step holds
 # ------------------------------------------------------------------------------------------------
 
-# The flags that turn something here on; their defaults (flags.py) leave it off.
-SWITCHES = ('DiffAugment', 'ADA', 'LeCam', 'CR', 'bCR_real', 'bCR_fake', 'zCR_dis', 'zCR_gen',
-            'topk', 'mirror_augment')
+# The flags that turn something here on, with the value that leaves it off (their defaults
+# in flags.py; restated here because flags.py reaches this module through train_fns' choices,
+# and reading the table back would be an import cycle).
+FLAGS_OFF = {'DiffAugment': '', 'ADA': False, 'LeCam': 0., 'CR': 0., 'bCR_real': 0.,
+             'bCR_fake': 0., 'zCR_dis': 0., 'zCR_gen': 0., 'topk': False, 'mirror_augment': False}
 
 
 def check_config(config: dict) -> None:
@@ -110,8 +111,7 @@ def check_config(config: dict) -> None:
 
 def wanted(config: dict) -> bool:
     """Whether any limited-data flag is on."""
-    table = flags.rows()
-    return any(config.get(key, table[key].default) != table[key].default for key in SWITCHES)
+    return any(config.get(key, off) != off for key, off in FLAGS_OFF.items())
 
 
 class DataEfficient:

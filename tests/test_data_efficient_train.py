@@ -139,3 +139,10 @@ def test_default_names_have_no_new_tokens():
         on = utils.experiment_name(utils.parse_config(argv))
         token = row.token(utils.parse_config(argv)[row.key])
         assert token and token in on.split('_') and token not in name.split('_'), row.name
+
+
+def test_the_switches_off_values_are_the_flag_tables_defaults():
+    """regularizers restates the defaults (reading the table back would be an import cycle):
+    they must stay the table's."""
+    table = flags.rows()
+    assert {key: table[key].default for key in regularizers.FLAGS_OFF} == regularizers.FLAGS_OFF
